@@ -1,0 +1,27 @@
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: install test lint demo bench clean
+
+install: ## create .venv and install beit-tools with its dev extras (pinned by constraints.txt)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+
+test: ## lint, then the whole test suite
+	$(BIN)/ruff check beit_tools tests scripts
+	$(BIN)/python -m pytest -q
+
+lint:
+	$(BIN)/ruff check beit_tools tests scripts
+	$(BIN)/ruff format --check beit_tools tests scripts
+
+demo: ## inspect -> convert -> verify -> push --dry-run on a small synthetic checkpoint, offline
+	$(BIN)/python scripts/demo.py
+
+bench: ## conversion time and peak memory on a BEiT-large-sized synthetic checkpoint
+	$(BIN)/python scripts/bench.py
+
+clean:
+	rm -rf demo build .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Core: everything below the CLI, importable and testable without it."""

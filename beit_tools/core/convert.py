@@ -1,0 +1,201 @@
+"""The conversion pipeline: open -> detect -> plan -> check against transformers -> write."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from beit_tools.core.checkpoint import Checkpoint, open_checkpoint
+from beit_tools.core.detect import Detection, detect
+from beit_tools.core.labels import Labels, resolve_labels
+from beit_tools.core.plan import Plan, make_plan
+from beit_tools.core.processor import preprocessor_config
+from beit_tools.core.provenance import PROVENANCE_NAME, provenance, sha256_file
+from beit_tools.core.rules import Op
+from beit_tools.core.schema import beit_config, check_schema
+from beit_tools.core.writer import DEFAULT_MAX_SHARD_BYTES, TargetTensor, atomic_directory, write_json, write_weights
+from beit_tools.errors import BeitToolsError
+
+DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+}
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+@dataclass
+class Analysis:
+    """A checkpoint understood: what it is and what conversion would do. `inspect` shows it; `convert` executes it."""
+
+    checkpoint: Checkpoint
+    detection: Detection
+    plan: Plan
+
+
+def analyse(
+    source: str | Path,
+    *,
+    trust_checkpoint: bool = False,
+    use_ema: bool = False,
+    image_size: int | None = None,
+    num_heads: int | None = None,
+) -> Analysis:
+    ckpt = open_checkpoint(source, trust=trust_checkpoint, use_ema=use_ema)
+    detection = detect(ckpt.infos, ckpt.meta, image_size=image_size, num_heads=num_heads)
+    plan = make_plan(detection, ckpt.infos, ckpt.source_keys, read=ckpt.tensor)
+    return Analysis(ckpt, detection, plan)
+
+
+@dataclass
+class ConvertOptions:
+    source: Path
+    output: Path = Path("out")
+    dtype: str | None = None
+    labels_file: Path | None = None
+    image_size: int | None = None
+    num_heads: int | None = None
+    allow_unused: bool = False
+    trust_checkpoint: bool = False
+    use_ema: bool = False
+    overwrite: bool = False
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES
+
+
+@dataclass
+class ConversionResult:
+    output: Path
+    analysis: Analysis
+    labels: Labels | None
+    dtype: torch.dtype
+    files: list[str]
+    bytes_written: int
+    sha256: str
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        arch = self.analysis.detection.arch
+        return {
+            "output": str(self.output),
+            "family": arch.family.value,
+            "hf_class": arch.family.hf_class,
+            "config": arch.config_fields(),
+            "labels": self.labels.to_dict() if self.labels else None,
+            "dtype": dtype_name(self.dtype),
+            "files": self.files,
+            "bytes_written": self.bytes_written,
+            "source_sha256": self.sha256,
+            "plan": self.analysis.plan.to_dict(),
+            "warnings": self.warnings,
+        }
+
+
+def source_dtype(ckpt: Checkpoint) -> torch.dtype:
+    """The dominant floating dtype of the weights (by bytes): what `--dtype` defaults to."""
+    by_bytes: Counter[torch.dtype] = Counter()
+    for info in ckpt.infos.values():
+        if info.dtype.is_floating_point:
+            by_bytes[info.dtype] += info.nbytes
+    return by_bytes.most_common(1)[0][0] if by_bytes else torch.float32
+
+
+def target_tensors(plan: Plan, dtype: torch.dtype) -> list[TargetTensor]:
+    """Output tensors in source order; floating tensors take `dtype`, integer buffers keep theirs."""
+    out = []
+    for m in plan.mappings:
+        if m.op not in (Op.RENAME, Op.SPLIT):
+            continue
+        tensor_dtype = dtype if m.dtype.is_floating_point else m.dtype
+        for i, key in enumerate(m.targets):
+            out.append(TargetTensor(key, m.target_shape, tensor_dtype, m.key, i, len(m.targets)))
+    return out
+
+
+def convert(
+    options: ConvertOptions,
+    on_start: Callable[[int], None] = lambda total: None,
+    on_written: Callable[[int], None] = lambda n: None,
+) -> ConversionResult:
+    """Convert `options.source` into a transformers model folder at `options.output`.
+
+    `on_start(total_bytes)` and `on_written(n_bytes)` report writing progress.
+    """
+    analysis = analyse(
+        options.source,
+        trust_checkpoint=options.trust_checkpoint,
+        use_ema=options.use_ema,
+        image_size=options.image_size,
+        num_heads=options.num_heads,
+    )
+    ckpt, arch, plan = analysis.checkpoint, analysis.detection.arch, analysis.plan
+    problems = plan.problems(allow_unused=options.allow_unused)
+    if problems:
+        more = f" (and {len(problems) - 1} more problem(s); `beit-tools inspect` lists them)" if len(problems) > 1 else ""
+        hint = "pass --allow-unused to leave them out" if problems[0].startswith(f"{len(plan.unused)} tensor") else (
+            "the file is incomplete or not a standard BEiT layout; fetch or export it again"
+        )
+        raise BeitToolsError(problems[0] + more, hint)
+
+    labels = resolve_labels(arch, ckpt.meta.get("classes"), options.labels_file)
+    if options.dtype is not None and options.dtype not in DTYPES:
+        raise BeitToolsError(f"unknown --dtype {options.dtype}", "use float32, float16 or bfloat16")
+    dtype = DTYPES[options.dtype] if options.dtype else source_dtype(ckpt)
+    targets = target_tensors(plan, dtype)
+    config = beit_config(arch, labels.id2label if labels else None, dtype)
+    check_schema({t.key: t.shape for t in targets}, config)
+
+    warnings: list[str] = []
+    if source_dtype(ckpt) in (torch.float16, torch.bfloat16) and dtype == source_dtype(ckpt):
+        warnings.append(f"the source is {dtype_name(dtype)}; outputs match the original only to half precision")
+    nonfinite: list[str] = []
+
+    def read_checked(keys: list[str]):
+        for key, tensor in ckpt.iter_tensors(keys):
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                nonfinite.append(ckpt.source_keys[key])
+            yield key, tensor
+
+    digest = sha256_file(ckpt.path)
+    total = sum(t.nbytes for t in targets)
+    on_start(total)
+    with atomic_directory(options.output, options.overwrite) as tmp:
+        files = write_weights(tmp, targets, read_checked, options.max_shard_bytes, on_written)
+        config.save_pretrained(tmp)
+        write_json(tmp / "preprocessor_config.json", preprocessor_config(arch))
+        if nonfinite:
+            warnings.append(f"{len(nonfinite)} tensor(s) hold NaN or Inf: {', '.join(nonfinite[:4])}")
+        write_json(
+            tmp / PROVENANCE_NAME,
+            provenance(
+                {
+                    "path": str(ckpt.path.resolve()),
+                    "sha256": digest,
+                    "bytes": ckpt.size_bytes,
+                    "format": ckpt.format,
+                    "weights_from": ckpt.weights_from,
+                    "stripped_prefixes": list(ckpt.stripped_prefixes),
+                },
+                family=arch.family.value,
+                hf_class=arch.family.hf_class,
+                variant=None,
+                dtype=dtype_name(dtype),
+                labels=labels.to_dict() if labels else None,
+                evidence={k: str(v) for k, v in analysis.detection.evidence.items()},
+                plan=plan.counts(),
+                warnings=warnings,
+            ),
+        )
+        files = [*files, *([] if len(files) == 1 else ["model.safetensors.index.json"])]
+        files += ["config.json", "preprocessor_config.json", PROVENANCE_NAME]
+    return ConversionResult(options.output, analysis, labels, dtype, files, total, digest, warnings)

@@ -1,0 +1,294 @@
+"""Detect the family and architecture of a checkpoint from its tensors alone, with evidence for each value.
+
+File names are never consulted: a fine-tune saved as `final.pth` is detected the same way as an
+official file. Each value records where it came from, so `inspect` can show it and a wrong value can
+be traced to its key.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from beit_tools.core.arch import (
+    DEFAULT_POOL_SCALES,
+    Arch,
+    Family,
+    default_out_indices,
+    window_from_table_rows,
+    window_from_tokens,
+)
+from beit_tools.core.checkpoint import TensorInfo
+from beit_tools.errors import BeitToolsError
+
+# Marker tensors that decide the family, first match wins.
+FAMILY_MARKERS = (
+    ("decode_head.conv_seg.weight", Family.SEGMENTATION),
+    ("lm_head.weight", Family.MIM),
+    ("head.weight", Family.CLASSIFICATION),
+)
+SHARED_TABLE = "rel_pos_bias.relative_position_bias_table"
+LAYER_TABLE = "blocks.0.attn.relative_position_bias_table"
+HEAD_DIM_CONVENTION = 64
+DEFAULT_IMAGE_SIZE = 224
+BLOCK_KEY = re.compile(r"^blocks\.(\d+)\.")
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Where a config value came from: a `measured` tensor shape, a `convention`, the `file` metadata or an `override`."""
+
+    value: Any
+    source: str
+    kind: str = "measured"
+
+    def __str__(self) -> str:
+        return f"{self.value} from {self.source}" if self.kind == "measured" else f"{self.value} ({self.source})"
+
+
+@dataclass(frozen=True)
+class Detection:
+    arch: Arch
+    evidence: dict[str, Evidence]
+
+
+def _shape_of(infos: Mapping[str, TensorInfo], key: str) -> str:
+    return f"{key} {list(infos[key].shape)}"
+
+
+def detect(
+    infos: Mapping[str, TensorInfo],
+    meta: Mapping[str, Any] | None = None,
+    *,
+    image_size: int | None = None,
+    num_heads: int | None = None,
+) -> Detection:
+    """Measure the architecture from tensor names and shapes; `image_size`/`num_heads` fill what tensors cannot say."""
+    meta = meta or {}
+    _require_beit(infos)
+    ev: dict[str, Evidence] = {}
+
+    family = next((fam for key, fam in FAMILY_MARKERS if key in infos), None)
+    if family is None:
+        raise BeitToolsError(
+            "this BEiT checkpoint has no head: none of head.weight, lm_head.weight, decode_head.conv_seg.weight",
+            "beit-tools converts classification, masked-image-modeling and ADE20K segmentation checkpoints",
+        )
+    marker = next(key for key, fam in FAMILY_MARKERS if fam is family)
+    ev["family"] = Evidence(family.value, _shape_of(infos, marker))
+
+    proj = "patch_embed.proj.weight"
+    hidden, channels, patch, patch_w = infos[proj].shape
+    if patch != patch_w:
+        raise BeitToolsError(f"non-square patches are not supported ({_shape_of(infos, proj)})")
+    ev["hidden_size"] = Evidence(hidden, _shape_of(infos, proj))
+    ev["patch_size"] = Evidence(patch, _shape_of(infos, proj))
+    ev["num_channels"] = Evidence(channels, _shape_of(infos, proj))
+
+    layers = _count_blocks(infos)
+    ev["num_hidden_layers"] = Evidence(layers, f"blocks.0 … blocks.{layers - 1}")
+    fc1 = "blocks.0.mlp.fc1.weight"
+    if fc1 not in infos:
+        raise BeitToolsError(f"the checkpoint lacks {fc1}", "the file is incomplete; fetch or export it again")
+    intermediate = infos[fc1].shape[0]
+    ev["intermediate_size"] = Evidence(intermediate, _shape_of(infos, fc1))
+
+    shared = SHARED_TABLE in infos
+    per_layer = LAYER_TABLE in infos
+    table = SHARED_TABLE if shared else LAYER_TABLE if per_layer else None
+    ev["use_shared_relative_position_bias"] = Evidence(shared, SHARED_TABLE if shared else f"no {SHARED_TABLE}")
+    ev["use_relative_position_bias"] = Evidence(per_layer, LAYER_TABLE if per_layer else f"no {LAYER_TABLE}")
+    abs_pos = "pos_embed" in infos
+    ev["use_absolute_position_embeddings"] = Evidence(abs_pos, "pos_embed" if abs_pos else "no pos_embed")
+
+    ev["num_attention_heads"] = _heads(infos, table, hidden, num_heads)
+    ev["image_size"] = _image_size(infos, table, abs_pos, patch, image_size)
+
+    layer_scale = "blocks.0.gamma_1" in infos
+    ev["layer_scale"] = Evidence(layer_scale, "blocks.0.gamma_1" if layer_scale else "no blocks.0.gamma_1")
+    mask_token = "mask_token" in infos
+    ev["use_mask_token"] = Evidence(mask_token, "mask_token" if mask_token else "no mask_token")
+    ev["use_mean_pooling"] = _pooling(infos, family)
+
+    fields: dict[str, Any] = {name: e.value for name, e in ev.items() if name != "family"}
+    if family is Family.MIM:
+        ev["vocab_size"] = Evidence(infos["lm_head.weight"].shape[0], _shape_of(infos, "lm_head.weight"))
+        fields["vocab_size"] = ev["vocab_size"].value
+    elif family is Family.CLASSIFICATION:
+        ev["num_labels"] = Evidence(infos["head.weight"].shape[0], _shape_of(infos, "head.weight"))
+        fields["num_labels"] = ev["num_labels"].value
+    else:
+        seg = _segmentation(infos, meta, hidden, layers)
+        ev |= seg
+        fields |= {name: e.value for name, e in seg.items()}
+    arch = Arch(family=family, **fields)
+    return Detection(arch=arch, evidence=ev)
+
+
+def _require_beit(infos: Mapping[str, TensorInfo]) -> None:
+    needed = ("cls_token", "patch_embed.proj.weight", "blocks.0.attn.qkv.weight")
+    absent = [k for k in needed if k not in infos]
+    if not absent:
+        return
+    if len(absent) < len(needed):
+        raise BeitToolsError(
+            f"the checkpoint lacks {', '.join(absent)}", "the file is incomplete; fetch or export it again"
+        )
+    heads = sorted({k.split(".")[0] for k in infos})
+    sample = ", ".join(list(infos)[:3])
+    raise BeitToolsError(
+        f"not a BEiT checkpoint: no cls_token, patch_embed or blocks.N.attn.qkv; its {len(infos)} tensors "
+        f"are grouped under {', '.join(heads[:8])}{' …' if len(heads) > 8 else ''} (e.g. {sample})",
+        "pass an original unilm BEiT file (classification, pretraining or ADE20K)",
+    )
+
+
+def _count_blocks(infos: Mapping[str, TensorInfo]) -> int:
+    indices = {int(m.group(1)) for k in infos if (m := BLOCK_KEY.match(k))}
+    if not indices:
+        raise BeitToolsError("the checkpoint has no transformer blocks (blocks.N.*)")
+    layers = max(indices) + 1
+    gaps = sorted(set(range(layers)) - indices)
+    if gaps:
+        raise BeitToolsError(
+            f"the checkpoint lacks block {gaps[0]} (blocks 0-{layers - 1} are expected, {len(gaps)} absent)",
+            "the file is incomplete; fetch or export it again",
+        )
+    return layers
+
+
+def _heads(infos: Mapping[str, TensorInfo], table: str | None, hidden: int, override: int | None) -> Evidence:
+    if table is not None:
+        heads = infos[table].shape[1]
+        if override is not None and override != heads:
+            raise BeitToolsError(
+                f"--num-heads {override} contradicts {_shape_of(infos, table)}, which has {heads} heads",
+                "drop --num-heads",
+            )
+        return Evidence(heads, _shape_of(infos, table))
+    if override is not None:
+        if hidden % override:
+            raise BeitToolsError(f"--num-heads {override} does not divide the hidden size {hidden}")
+        return Evidence(override, "--num-heads", "override")
+    if hidden % HEAD_DIM_CONVENTION:
+        raise BeitToolsError(
+            f"no relative position table to count heads, and hidden size {hidden} is not a multiple of 64",
+            "give the head count with --num-heads",
+        )
+    return Evidence(
+        hidden // HEAD_DIM_CONVENTION,
+        f"convention: no relative position table, so head dim 64 is assumed ({hidden}/64); --num-heads overrides",
+        "convention",
+    )
+
+
+def _image_size(
+    infos: Mapping[str, TensorInfo], table: str | None, abs_pos: bool, patch: int, override: int | None
+) -> Evidence:
+    measured: list[tuple[int, str]] = []
+    if table is not None:
+        window = window_from_table_rows(infos[table].shape[0])
+        if window is None:
+            raise BeitToolsError(f"{_shape_of(infos, table)} has a row count that fits no square window")
+        measured.append((window * patch, _shape_of(infos, table)))
+    if abs_pos:
+        window = window_from_tokens(infos["pos_embed"].shape[1])
+        if window is None:
+            raise BeitToolsError(f"{_shape_of(infos, 'pos_embed')} has a token count that fits no square grid")
+        measured.append((window * patch, _shape_of(infos, "pos_embed")))
+    if len({size for size, _ in measured}) > 1:
+        raise BeitToolsError(
+            "the relative position table and pos_embed disagree on the window: "
+            + "; ".join(f"{src} → {size}px" for size, src in measured)
+        )
+    if measured:
+        size, source = measured[0]
+        if override is not None and override != size:
+            raise BeitToolsError(
+                f"--image-size {override} contradicts {source}, which fixes the image size at {size}",
+                "drop --image-size",
+            )
+        return Evidence(size, source)
+    if override is not None:
+        return Evidence(override, "--image-size", "override")
+    return Evidence(
+        DEFAULT_IMAGE_SIZE,
+        "convention: no position table or pos_embed fixes the window; --image-size overrides",
+        "convention",
+    )
+
+
+def _pooling(infos: Mapping[str, TensorInfo], family: Family) -> Evidence:
+    if family is not Family.CLASSIFICATION:
+        return Evidence(True, f"{family.value} keeps transformers' final layernorm an identity", "convention")
+    if "fc_norm.weight" in infos:
+        return Evidence(True, "fc_norm.weight: mean pooling of patch tokens")
+    if "norm.weight" in infos:
+        return Evidence(False, "norm.weight without fc_norm: the CLS token is pooled")
+    raise BeitToolsError(
+        "the classification checkpoint has neither fc_norm (mean pooling) nor norm (CLS pooling)",
+        "the file is incomplete; fetch or export it again",
+    )
+
+
+def _segmentation(infos: Mapping[str, TensorInfo], meta: Mapping[str, Any], hidden: int, layers: int) -> dict[str, Evidence]:
+    ev: dict[str, Evidence] = {}
+    seg = "decode_head.conv_seg.weight"
+    classes, channels = infos[seg].shape[:2]
+    if channels != hidden:
+        raise BeitToolsError(
+            f"{_shape_of(infos, seg)}: the decode head has {channels} channels, but transformers' UperHead "
+            f"uses the hidden size ({hidden})",
+            "this head cannot be expressed as BeitForSemanticSegmentation",
+        )
+    ev["num_labels"] = Evidence(classes, _shape_of(infos, seg))
+    config_text = meta.get("config_text", "")
+
+    found = _config_ints(config_text, "out_indices")
+    if found:
+        ev["out_indices"] = Evidence(tuple(found), "meta.config: out_indices", "file")
+    else:
+        ev["out_indices"] = Evidence(
+            default_out_indices(layers),
+            f"convention: unilm's ADE20K blocks for {layers} layers (3,5,7,11 scaled by L/12)",
+            "convention",
+        )
+
+    psp = {int(m.group(1)) for k in infos if (m := re.match(r"decode_head\.psp_modules\.(\d+)\.", k))}
+    scales = _config_ints(config_text, "pool_scales")
+    if scales and len(scales) == len(psp):
+        ev["pool_scales"] = Evidence(tuple(scales), "meta.config: pool_scales", "file")
+    elif len(psp) == len(DEFAULT_POOL_SCALES):
+        ev["pool_scales"] = Evidence(
+            DEFAULT_POOL_SCALES, f"convention: {len(psp)} psp_modules, the UperHead default scales", "convention"
+        )
+    else:
+        raise BeitToolsError(
+            f"the decode head has {len(psp)} pyramid pooling modules and the file does not say their scales",
+            "only the default (1, 2, 3, 6) can be inferred without the mmseg config",
+        )
+
+    aux = "auxiliary_head.conv_seg.weight" in infos
+    ev["use_auxiliary_head"] = Evidence(aux, "auxiliary_head.conv_seg.weight" if aux else "no auxiliary_head")
+    if aux:
+        first = "auxiliary_head.convs.0.conv.weight"
+        convs = {int(m.group(1)) for k in infos if (m := re.match(r"auxiliary_head\.convs\.(\d+)\.", k))}
+        if first in infos:
+            ev["auxiliary_channels"] = Evidence(infos[first].shape[0], _shape_of(infos, first))
+        else:
+            aux_seg = "auxiliary_head.conv_seg.weight"
+            ev["auxiliary_channels"] = Evidence(infos[aux_seg].shape[1], _shape_of(infos, aux_seg))
+        ev["auxiliary_num_convs"] = Evidence(len(convs), f"auxiliary_head.convs.0 … {len(convs) - 1}")
+        cat = "auxiliary_head.conv_cat.conv.weight" in infos
+        ev["auxiliary_concat_input"] = Evidence(cat, "auxiliary_head.conv_cat" if cat else "no auxiliary_head.conv_cat")
+    return ev
+
+
+def _config_ints(config_text: str, name: str) -> list[int] | None:
+    """The first `name=[a, b, ...]` or `name=(a, b, ...)` in an mmseg config dump."""
+    m = re.search(rf"\b{name}\s*=\s*[\[(]([\d,\s]+)[\])]", config_text)
+    if not m:
+        return None
+    return [int(x) for x in m.group(1).replace(" ", "").split(",") if x]

@@ -1,0 +1,169 @@
+"""Apply the rule table to a checkpoint: every source key converted, dropped with a reason, or unused.
+
+The plan is the one object behind the diff table, the JSON report, the writer and the checks. It is
+built from names and shapes only; the single exception is the small index buffers it drops, which it
+compares with the recomputed index so a non-standard window never disappears silently.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from beit_tools.core.arch import Arch, relative_position_index
+from beit_tools.core.checkpoint import TensorInfo
+from beit_tools.core.detect import Detection
+from beit_tools.core.layout import ExpectedTensor, expected_layout
+from beit_tools.core.rules import Op, match, rules_for
+from beit_tools.errors import BeitToolsError
+
+UNUSED = "unused"
+# Count names shown in the diff table, per operation.
+OUTCOMES = {Op.RENAME.value: "renamed", Op.SPLIT.value: "split", Op.DROP.value: "dropped", UNUSED: "unused"}
+
+
+@dataclass(frozen=True)
+class KeyMapping:
+    """What conversion does with one source tensor."""
+
+    source_key: str  # as stored in the file
+    key: str  # canonical unilm name
+    op: str  # rename | split | drop | unused
+    rule: str
+    targets: tuple[str, ...]
+    reason: str
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+
+    @property
+    def target_shape(self) -> tuple[int, ...]:
+        if self.op == Op.SPLIT:
+            return (self.shape[0] // len(self.targets), *self.shape[1:])
+        return self.shape
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source_key,
+            "op": self.op,
+            "rule": self.rule,
+            "targets": list(self.targets),
+            "reason": self.reason,
+            "shape": list(self.shape),
+            "dtype": str(self.dtype).removeprefix("torch."),
+        }
+
+
+@dataclass(frozen=True)
+class ShapeMismatch:
+    key: str
+    expected: tuple[int, ...]
+    actual: tuple[int, ...]
+
+
+@dataclass
+class Plan:
+    arch: Arch
+    mappings: list[KeyMapping]
+    missing: list[ExpectedTensor] = field(default_factory=list)
+    wrong_shapes: list[ShapeMismatch] = field(default_factory=list)
+    index_mismatches: list[str] = field(default_factory=list)
+
+    @property
+    def unused(self) -> list[KeyMapping]:
+        return [m for m in self.mappings if m.op == UNUSED]
+
+    def counts(self) -> dict[str, int]:
+        c = Counter(OUTCOMES[m.op] for m in self.mappings)
+        return {name: c.get(name, 0) for name in OUTCOMES.values()} | {"missing": len(self.missing)}
+
+    def by_rule(self) -> list[tuple[str, str, int, str]]:
+        """(rule, op, count, reason) in first-seen order, for the diff table."""
+        seen: dict[tuple[str, str], list[Any]] = {}
+        for m in self.mappings:
+            entry = seen.setdefault((m.rule, m.op), [0, m.reason])
+            entry[0] += 1
+        return [(rule, op, n, reason) for (rule, op), (n, reason) in seen.items()]
+
+    def targets(self) -> dict[str, tuple[KeyMapping, int]]:
+        """Target key -> (its mapping, which of the mapping's targets it is)."""
+        out: dict[str, tuple[KeyMapping, int]] = {}
+        for m in self.mappings:
+            if m.op in (Op.RENAME, Op.SPLIT):
+                for i, t in enumerate(m.targets):
+                    if t in out:
+                        raise BeitToolsError(f"two source tensors map to {t}: {out[t][0].source_key} and {m.source_key}")
+                    out[t] = (m, i)
+        return out
+
+    def problems(self, *, allow_unused: bool = False) -> list[str]:
+        """Why this plan cannot be written, most fundamental first; empty when it can."""
+        out: list[str] = []
+        if self.missing:
+            names = ", ".join(t.key for t in self.missing[:4])
+            more = f" and {len(self.missing) - 4} more" if len(self.missing) > 4 else ""
+            out.append(f"the checkpoint lacks {len(self.missing)} tensor(s) this architecture needs: {names}{more}")
+        for w in self.wrong_shapes[:3]:
+            out.append(f"{w.key} has shape {list(w.actual)}, but the architecture needs {list(w.expected)}")
+        out.extend(self.index_mismatches[:3])
+        if self.unused and not allow_unused:
+            names = ", ".join(m.source_key for m in self.unused[:4])
+            more = f" and {len(self.unused) - 4} more" if len(self.unused) > 4 else ""
+            out.append(f"{len(self.unused)} tensor(s) have no place in the converted model: {names}{more}")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "hf_class": self.arch.family.hf_class,
+            "counts": self.counts(),
+            "rules": [{"rule": r, "op": op, "count": n, "reason": why} for r, op, n, why in self.by_rule()],
+            "unused": [m.source_key for m in self.unused],
+            "missing": [t.key for t in self.missing],
+            "wrong_shapes": [
+                {"key": w.key, "expected": list(w.expected), "actual": list(w.actual)} for w in self.wrong_shapes
+            ],
+        }
+
+
+INDEX_CHECKS: dict[str, Callable[[Arch, torch.Tensor], bool]] = {
+    "relative_position_index": lambda arch, t: t.shape == (arch.num_tokens, arch.num_tokens)
+    and torch.equal(t.to(torch.long), relative_position_index(arch.window)),
+}
+
+
+def make_plan(
+    detection: Detection,
+    infos: Mapping[str, TensorInfo],
+    source_keys: Mapping[str, str],
+    read: Callable[[str], torch.Tensor] | None = None,
+) -> Plan:
+    """Account for every source key. `read` loads a tensor for the drop checks; None skips them."""
+    arch = detection.arch
+    rules = rules_for(arch.family)
+    layout = expected_layout(arch)
+    mappings: list[KeyMapping] = []
+    index_mismatches: list[str] = []
+    for key, info in infos.items():
+        found = match(rules, key)
+        stored = source_keys.get(key, key)
+        if found is None:
+            mappings.append(
+                KeyMapping(stored, key, UNUSED, "(no rule)", (), "no rule for this key", info.shape, info.dtype)
+            )
+            continue
+        rule, targets = found
+        if rule.check is not None and read is not None and not INDEX_CHECKS[rule.check](arch, read(key)):
+            index_mismatches.append(
+                f"{stored} differs from the index transformers recomputes for a {arch.window}x{arch.window} window"
+            )
+        mappings.append(KeyMapping(stored, key, rule.op.value, rule.name, targets, rule.reason, info.shape, info.dtype))
+    missing = [t for k, t in layout.items() if k not in infos and not t.optional]
+    wrong = [
+        ShapeMismatch(source_keys.get(k, k), t.shape, infos[k].shape)
+        for k, t in layout.items()
+        if k in infos and infos[k].shape != t.shape
+    ]
+    return Plan(arch, mappings, missing, wrong, index_mismatches)

@@ -1,0 +1,188 @@
+"""Write the model folder: tensors streamed into safetensors, then config, processor and provenance.
+
+Tensors are written one at a time straight from the (memory-mapped) source: no model is built and no
+second copy of the weights is held. The folder is assembled in a temporary sibling and renamed into
+place only when complete, so a failed or interrupted run leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from beit_tools.errors import BeitToolsError
+
+SAFETENSORS_DTYPES = {
+    torch.float64: "F64",
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
+}
+WEIGHTS_NAME = "model.safetensors"
+INDEX_NAME = "model.safetensors.index.json"
+DEFAULT_MAX_SHARD_BYTES = 5 * 10**9
+
+
+@dataclass(frozen=True)
+class TargetTensor:
+    """One tensor of the output: its name, shape and dtype, and how to produce it from a source tensor."""
+
+    key: str
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    source: str  # canonical source key
+    part: int  # which of the source's targets (row block for a split)
+    parts: int
+
+    @property
+    def nbytes(self) -> int:
+        n = self.dtype.itemsize
+        for s in self.shape:
+            n *= s
+        return n
+
+    def produce(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.parts > 1:
+            tensor = tensor.chunk(self.parts, dim=0)[self.part]
+        return tensor.to(self.dtype).contiguous()
+
+
+def shard(targets: list[TargetTensor], max_bytes: int) -> list[list[TargetTensor]]:
+    """Consecutive groups of at most `max_bytes` (a single larger tensor gets a shard of its own)."""
+    shards: list[list[TargetTensor]] = [[]]
+    size = 0
+    for t in targets:
+        if shards[-1] and size + t.nbytes > max_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(t)
+        size += t.nbytes
+    return shards
+
+
+def _header(targets: list[TargetTensor]) -> bytes:
+    header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for t in targets:
+        header[t.key] = {
+            "dtype": SAFETENSORS_DTYPES[t.dtype],
+            "shape": list(t.shape),
+            "data_offsets": [offset, offset + t.nbytes],
+        }
+        offset += t.nbytes
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    return len(raw).to_bytes(8, "little") + raw
+
+
+def write_safetensors(
+    path: Path,
+    targets: list[TargetTensor],
+    tensors: Iterator[tuple[TargetTensor, torch.Tensor]],
+    on_written: Callable[[int], None] = lambda n: None,
+) -> None:
+    """Stream `tensors` (in the order of `targets`) into one safetensors file."""
+    with path.open("wb") as f:
+        f.write(_header(targets))
+        for expected, (target, tensor) in zip(targets, tensors, strict=True):
+            if target.key != expected.key or tuple(tensor.shape) != expected.shape:
+                raise BeitToolsError(f"internal: {target.key} arrived out of order or with shape {list(tensor.shape)}")
+            data = tensor.reshape(-1).view(torch.uint8).numpy()
+            f.write(memoryview(data))
+            on_written(target.nbytes)
+
+
+def write_weights(
+    directory: Path,
+    targets: list[TargetTensor],
+    read: Callable[[list[str]], Iterator[tuple[str, torch.Tensor]]],
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+    on_written: Callable[[int], None] = lambda n: None,
+) -> list[str]:
+    """Write model.safetensors, or numbered shards plus an index when larger than `max_shard_bytes`."""
+    shards = shard(targets, max_shard_bytes)
+    names = (
+        [WEIGHTS_NAME]
+        if len(shards) == 1
+        else [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    )
+    for name, group in zip(names, shards, strict=True):
+        write_safetensors(directory / name, group, _produce(group, read), on_written)
+    if len(shards) > 1:
+        index = {
+            "metadata": {"total_size": sum(t.nbytes for t in targets)},
+            "weight_map": {t.key: name for name, group in zip(names, shards, strict=True) for t in group},
+        }
+        write_json(directory / INDEX_NAME, index)
+    return names
+
+
+def _produce(
+    group: list[TargetTensor], read: Callable[[list[str]], Iterator[tuple[str, torch.Tensor]]]
+) -> Iterator[tuple[TargetTensor, torch.Tensor]]:
+    """Read each source tensor once, however many targets it feeds (targets of a source are adjacent)."""
+    sources = list(dict.fromkeys(t.source for t in group))
+    by_source: dict[str, list[TargetTensor]] = {}
+    for t in group:
+        by_source.setdefault(t.source, []).append(t)
+    for source, tensor in read(sources):
+        for t in by_source[source]:
+            yield t, t.produce(tensor)
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def check_output(out: Path, overwrite: bool) -> None:
+    """Refuse an output that exists and holds something, unless overwriting was asked for."""
+    if out.exists() and not out.is_dir():
+        raise BeitToolsError(f"output {out} exists and is not a directory", "choose another -o path")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise BeitToolsError(f"output {out} already exists and is not empty", "pass --overwrite to replace it")
+
+
+@contextmanager
+def atomic_directory(out: Path, overwrite: bool) -> Iterator[Path]:
+    """Yield a temporary sibling of `out`; on success it replaces `out`, on any failure it is removed."""
+    check_output(out, overwrite)
+    parent = out.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = parent / f".{out.name}.partial-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    except OSError as e:
+        raise _write_error(out, e) from e
+    try:
+        yield tmp
+        old = parent / f".{out.name}.old-{os.getpid()}"
+        if out.exists():
+            out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise _write_error(out, e) from e
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _write_error(out: Path, e: OSError) -> BeitToolsError:
+    reason = e.strerror or str(e)
+    return BeitToolsError(f"cannot write {out}: {reason}", "choose a writable -o location with enough free space")
