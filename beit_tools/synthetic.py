@@ -18,8 +18,8 @@ from typing import Any
 import torch
 
 from beit_tools.core.arch import Arch, Family, relative_position_index
-from beit_tools.core.layout import expected_layout
 from beit_tools.core.labels import bundled
+from beit_tools.core.layout import expected_layout
 
 Init = Callable[[tuple[int, ...], torch.Generator], torch.Tensor]
 
@@ -120,7 +120,8 @@ def mmseg_meta(arch: Arch) -> dict[str, Any]:
     config = (
         "model = dict(\n"
         f"    backbone=dict(type='BEiT', img_size={arch.image_size}, out_indices={list(arch.out_indices)}),\n"
-        f"    decode_head=dict(type='UPerHead', pool_scales={tuple(arch.pool_scales)}, num_classes={arch.num_labels}))\n"
+        f"    decode_head=dict(type='UPerHead', pool_scales={tuple(arch.pool_scales)},\n"
+        f"                     num_classes={arch.num_labels}))\n"
     )
     return {
         "CLASSES": tuple(names[i] for i in range(arch.num_labels)),
@@ -146,9 +147,17 @@ def make_checkpoint(spec: SyntheticSpec) -> dict[str, Any] | dict[str, torch.Ten
     if arch.family is Family.SEGMENTATION and spec.container == "state_dict":
         obj["meta"] = mmseg_meta(arch)
     if spec.training_extras:
-        obj["optimizer"] = {"state": {0: {"step": torch.tensor(10.0)}}, "param_groups": [{"lr": 1e-3, "params": [0]}]}
+        obj["optimizer"] = {
+            "state": {0: {"step": torch.tensor(10.0)}},
+            "param_groups": [{"lr": 1e-3, "params": [0]}],
+        }
         obj["epoch"] = 99
-        obj["scaler"] = {"scale": 65536.0, "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 2000}
+        obj["scaler"] = {
+            "scale": 65536.0,
+            "growth_factor": 2.0,
+            "backoff_factor": 0.5,
+            "growth_interval": 2000,
+        }
         obj["args"] = argparse.Namespace(
             model=f"beit_synthetic_patch{arch.patch_size}_{arch.image_size}",
             nb_classes=arch.num_labels,

@@ -179,7 +179,8 @@ def _torch_load(path: Path, fmt: str, *, trust: bool) -> Any:
                 bad = zf.testzip() if path.stat().st_size < 64 * 2**20 else None
         except zipfile.BadZipFile as e:
             raise BeitToolsError(
-                f"{path} is a damaged torch zip archive ({e})", "the file is probably truncated; fetch it again"
+                f"{path} is a damaged torch zip archive ({e})",
+                "the file is probably truncated; fetch it again",
             ) from e
         if bad is not None:
             raise BeitToolsError(f"{path} is damaged: member {bad} fails its CRC check", "fetch the file again")
@@ -203,7 +204,9 @@ def _torch_load(path: Path, fmt: str, *, trust: bool) -> Any:
                 f"{path} needs code to load: it pickles {', '.join(sorted(set(found)))}, which safe loading refuses",
                 TRUST_HINT,
             ) from e
-        raise BeitToolsError(f"{path} cannot be unpickled: {_first_line(e)}", "the file is damaged; fetch it again") from e
+        raise BeitToolsError(
+            f"{path} cannot be unpickled: {_first_line(e)}", "the file is damaged; fetch it again"
+        ) from e
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
         raise BeitToolsError(
             f"{path} cannot be read as a {fmt} checkpoint: {_first_line(e)}",

@@ -18,7 +18,13 @@ from beit_tools.core.processor import preprocessor_config
 from beit_tools.core.provenance import PROVENANCE_NAME, provenance, sha256_file
 from beit_tools.core.rules import Op
 from beit_tools.core.schema import beit_config, check_schema
-from beit_tools.core.writer import DEFAULT_MAX_SHARD_BYTES, TargetTensor, atomic_directory, write_json, write_weights
+from beit_tools.core.writer import (
+    DEFAULT_MAX_SHARD_BYTES,
+    TargetTensor,
+    atomic_directory,
+    write_json,
+    write_weights,
+)
 from beit_tools.errors import BeitToolsError
 
 DTYPES = {
@@ -141,9 +147,13 @@ def convert(
     ckpt, arch, plan = analysis.checkpoint, analysis.detection.arch, analysis.plan
     problems = plan.problems(allow_unused=options.allow_unused)
     if problems:
-        more = f" (and {len(problems) - 1} more problem(s); `beit-tools inspect` lists them)" if len(problems) > 1 else ""
-        hint = "pass --allow-unused to leave them out" if problems[0].startswith(f"{len(plan.unused)} tensor") else (
-            "the file is incomplete or not a standard BEiT layout; fetch or export it again"
+        more = (
+            f" (and {len(problems) - 1} more problem(s); `beit-tools inspect` lists them)" if len(problems) > 1 else ""
+        )
+        hint = (
+            "pass --allow-unused to leave them out"
+            if problems[0].startswith(f"{len(plan.unused)} tensor")
+            else ("the file is incomplete or not a standard BEiT layout; fetch or export it again")
         )
         raise BeitToolsError(problems[0] + more, hint)
 

@@ -38,7 +38,7 @@ BLOCK_KEY = re.compile(r"^blocks\.(\d+)\.")
 
 @dataclass(frozen=True)
 class Evidence:
-    """Where a config value came from: a `measured` tensor shape, a `convention`, the `file` metadata or an `override`."""
+    """Where a value came from: kind is `measured` (a tensor shape), `convention`, `file` (metadata) or `override`."""
 
     value: Any
     source: str
@@ -233,7 +233,9 @@ def _pooling(infos: Mapping[str, TensorInfo], family: Family) -> Evidence:
     )
 
 
-def _segmentation(infos: Mapping[str, TensorInfo], meta: Mapping[str, Any], hidden: int, layers: int) -> dict[str, Evidence]:
+def _segmentation(
+    infos: Mapping[str, TensorInfo], meta: Mapping[str, Any], hidden: int, layers: int
+) -> dict[str, Evidence]:
     ev: dict[str, Evidence] = {}
     seg = "decode_head.conv_seg.weight"
     classes, channels = infos[seg].shape[:2]
@@ -262,7 +264,9 @@ def _segmentation(infos: Mapping[str, TensorInfo], meta: Mapping[str, Any], hidd
         ev["pool_scales"] = Evidence(tuple(scales), "meta.config: pool_scales", "file")
     elif len(psp) == len(DEFAULT_POOL_SCALES):
         ev["pool_scales"] = Evidence(
-            DEFAULT_POOL_SCALES, f"convention: {len(psp)} psp_modules, the UperHead default scales", "convention"
+            DEFAULT_POOL_SCALES,
+            f"convention: {len(psp)} psp_modules, the UperHead default scales",
+            "convention",
         )
     else:
         raise BeitToolsError(

@@ -39,10 +39,18 @@ def _index(a: Arch) -> Shape:
 STEM = (
     Slot("cls_token", lambda a: (1, 1, a.hidden_size)),
     Slot("mask_token", lambda a: (1, 1, a.hidden_size), when=lambda a: a.use_mask_token),
-    Slot("pos_embed", lambda a: (1, a.num_tokens, a.hidden_size), when=lambda a: a.use_absolute_position_embeddings),
+    Slot(
+        "pos_embed",
+        lambda a: (1, a.num_tokens, a.hidden_size),
+        when=lambda a: a.use_absolute_position_embeddings,
+    ),
     Slot("patch_embed.proj.weight", lambda a: (a.hidden_size, a.num_channels, a.patch_size, a.patch_size)),
     Slot("patch_embed.proj.bias", _d),
-    Slot("rel_pos_bias.relative_position_bias_table", _table, when=lambda a: a.use_shared_relative_position_bias),
+    Slot(
+        "rel_pos_bias.relative_position_bias_table",
+        _table,
+        when=lambda a: a.use_shared_relative_position_bias,
+    ),
     Slot(
         "rel_pos_bias.relative_position_index",
         _index,
@@ -80,12 +88,16 @@ BLOCK = (
 def _conv_module(prefix: str, out_ch: Callable[[Arch], int], in_ch: Callable[[Arch], int], k: int) -> tuple[Slot, ...]:
     """An mmseg ConvModule: bias-free conv followed by BatchNorm."""
     slots = [Slot(f"{prefix}.conv.weight", lambda a: (out_ch(a), in_ch(a), k, k))]
-    slots += [Slot(f"{prefix}.bn.{s}", lambda a, s=s: () if s == "num_batches_tracked" else (out_ch(a),)) for s in BN_STATS]
+    slots += [
+        Slot(f"{prefix}.bn.{s}", lambda a, s=s: () if s == "num_batches_tracked" else (out_ch(a),)) for s in BN_STATS
+    ]
     return tuple(slots)
 
 
 def _bn(prefix: str) -> tuple[Slot, ...]:
-    return tuple(Slot(f"{prefix}.{s}", lambda a, s=s: () if s == "num_batches_tracked" else (a.hidden_size,)) for s in BN_STATS)
+    return tuple(
+        Slot(f"{prefix}.{s}", lambda a, s=s: () if s == "num_batches_tracked" else (a.hidden_size,)) for s in BN_STATS
+    )
 
 
 def _dd(a: Arch) -> int:
@@ -97,7 +109,10 @@ def _ca(a: Arch) -> int:
 
 
 def _deconv(prefix: str) -> tuple[Slot, ...]:
-    return (Slot(f"{prefix}.weight", lambda a: (a.hidden_size, a.hidden_size, 2, 2)), Slot(f"{prefix}.bias", _d))
+    return (
+        Slot(f"{prefix}.weight", lambda a: (a.hidden_size, a.hidden_size, 2, 2)),
+        Slot(f"{prefix}.bias", _d),
+    )
 
 
 def _when(slots: tuple[Slot, ...], cond: Callable[[Arch], bool]) -> tuple[Slot, ...]:

@@ -80,13 +80,14 @@ class Plan:
         c = Counter(OUTCOMES[m.op] for m in self.mappings)
         return {name: c.get(name, 0) for name in OUTCOMES.values()} | {"missing": len(self.missing)}
 
-    def by_rule(self) -> list[tuple[str, str, int, str]]:
-        """(rule, op, count, reason) in first-seen order, for the diff table."""
+    def by_rule(self) -> list[tuple[str, str, int, str, str]]:
+        """(rule, op, count, reason, first example) in first-seen order, for the diff table."""
         seen: dict[tuple[str, str], list[Any]] = {}
         for m in self.mappings:
-            entry = seen.setdefault((m.rule, m.op), [0, m.reason])
+            example = f"{m.source_key} → {', '.join(m.targets)}" if m.targets else m.source_key
+            entry = seen.setdefault((m.rule, m.op), [0, m.reason, example])
             entry[0] += 1
-        return [(rule, op, n, reason) for (rule, op), (n, reason) in seen.items()]
+        return [(rule, op, n, reason, example) for (rule, op), (n, reason, example) in seen.items()]
 
     def targets(self) -> dict[str, tuple[KeyMapping, int]]:
         """Target key -> (its mapping, which of the mapping's targets it is)."""
@@ -95,7 +96,9 @@ class Plan:
             if m.op in (Op.RENAME, Op.SPLIT):
                 for i, t in enumerate(m.targets):
                     if t in out:
-                        raise BeitToolsError(f"two source tensors map to {t}: {out[t][0].source_key} and {m.source_key}")
+                        raise BeitToolsError(
+                            f"two source tensors map to {t}: {out[t][0].source_key} and {m.source_key}"
+                        )
                     out[t] = (m, i)
         return out
 
@@ -119,7 +122,9 @@ class Plan:
         return {
             "hf_class": self.arch.family.hf_class,
             "counts": self.counts(),
-            "rules": [{"rule": r, "op": op, "count": n, "reason": why} for r, op, n, why in self.by_rule()],
+            "rules": [
+                {"rule": r, "op": op, "count": n, "reason": why, "example": ex} for r, op, n, why, ex in self.by_rule()
+            ],
             "unused": [m.source_key for m in self.unused],
             "missing": [t.key for t in self.missing],
             "wrong_shapes": [
@@ -129,8 +134,10 @@ class Plan:
 
 
 INDEX_CHECKS: dict[str, Callable[[Arch, torch.Tensor], bool]] = {
-    "relative_position_index": lambda arch, t: t.shape == (arch.num_tokens, arch.num_tokens)
-    and torch.equal(t.to(torch.long), relative_position_index(arch.window)),
+    "relative_position_index": lambda arch, t: (
+        t.shape == (arch.num_tokens, arch.num_tokens)
+        and torch.equal(t.to(torch.long), relative_position_index(arch.window))
+    ),
 }
 
 

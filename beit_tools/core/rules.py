@@ -51,7 +51,11 @@ EMBEDDINGS = (
     Rule("cls token", r"cls_token", ("beit.embeddings.cls_token",)),
     Rule("mask token", r"mask_token", ("beit.embeddings.mask_token",)),
     Rule("absolute positions", r"pos_embed", ("beit.embeddings.position_embeddings",)),
-    Rule("patch embedding", r"patch_embed\.proj\.(weight|bias)", (r"beit.embeddings.patch_embeddings.projection.\1",)),
+    Rule(
+        "patch embedding",
+        r"patch_embed\.proj\.(weight|bias)",
+        (r"beit.embeddings.patch_embeddings.projection.\1",),
+    ),
     Rule(
         "shared position table",
         r"rel_pos_bias\.relative_position_bias_table",
@@ -81,7 +85,11 @@ BLOCKS = (
         r"blocks\.(\d+)\.attn\.relative_position_bias_table",
         (ATTN + ".relative_position_bias.relative_position_bias_table",),
     ),
-    Rule("attention output", r"blocks\.(\d+)\.attn\.proj\.(weight|bias)", (LAYER + r".attention.output.dense.\2",)),
+    Rule(
+        "attention output",
+        r"blocks\.(\d+)\.attn\.proj\.(weight|bias)",
+        (LAYER + r".attention.output.dense.\2",),
+    ),
     Rule("norm before", r"blocks\.(\d+)\.norm1\.(weight|bias)", (LAYER + r".layernorm_before.\2",)),
     Rule("norm after", r"blocks\.(\d+)\.norm2\.(weight|bias)", (LAYER + r".layernorm_after.\2",)),
     Rule("mlp in", r"blocks\.(\d+)\.mlp\.fc1\.(weight|bias)", (LAYER + r".intermediate.dense.\2",)),
@@ -113,8 +121,16 @@ HEADS: dict[Family, tuple[Rule, ...]] = {
             rf"decode_head\.((?:psp_modules\.\d+\.1|bottleneck|lateral_convs\.\d+|fpn_convs\.\d+|fpn_bottleneck)\.{CONV_MODULE})",
             (r"decode_head.\1",),
         ),
-        Rule("auxiliary classifier", r"auxiliary_head\.conv_seg\.(weight|bias)", (r"auxiliary_head.classifier.\1",)),
-        Rule("auxiliary head", rf"auxiliary_head\.((?:convs\.\d+|conv_cat)\.{CONV_MODULE})", (r"auxiliary_head.\1",)),
+        Rule(
+            "auxiliary classifier",
+            r"auxiliary_head\.conv_seg\.(weight|bias)",
+            (r"auxiliary_head.classifier.\1",),
+        ),
+        Rule(
+            "auxiliary head",
+            rf"auxiliary_head\.((?:convs\.\d+|conv_cat)\.{CONV_MODULE})",
+            (r"auxiliary_head.\1",),
+        ),
     ),
 }
 

@@ -57,7 +57,9 @@ def schema_problems(produced: dict[str, tuple[int, ...]], schema: dict[str, tupl
     if missing:
         out.append(f"transformers expects {len(missing)} tensor(s) the plan does not write: {', '.join(missing[:4])}")
     if unexpected:
-        out.append(f"the plan writes {len(unexpected)} tensor(s) transformers does not know: {', '.join(unexpected[:4])}")
+        out.append(
+            f"the plan writes {len(unexpected)} tensor(s) transformers does not know: {', '.join(unexpected[:4])}"
+        )
     for k in mismatched[:3]:
         out.append(f"{k}: the plan writes {list(produced[k])}, transformers expects {list(schema[k])}")
     return out

@@ -1,0 +1,171 @@
+"""The one place results become rich tables, progress bars or JSON. Nothing else prints."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from beit_tools.core.convert import ConversionResult
+    from beit_tools.core.plan import Plan
+
+OP_STYLES = {
+    "rename": "green",
+    "split": "cyan",
+    "drop": "yellow",
+    "unused": "bold red",
+    "missing": "bold red",
+}
+
+
+def stdout() -> Console:
+    return Console(highlight=False, soft_wrap=False)
+
+
+def stderr() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def print_error(message: str, hint: str | None) -> None:
+    """A single line on stderr: what is wrong, then what to do."""
+    text = f"[bold red]error:[/] {escape(message)}"
+    if hint:
+        text += f" [dim]— {escape(hint)}[/]"
+    Console(stderr=True, highlight=False, soft_wrap=True).print(text)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+@contextmanager
+def byte_progress(description: str) -> Iterator[tuple[Any, Any]]:
+    """A bytes progress bar on stderr, shown from the first `start(total)`; yields (start, advance) callbacks."""
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=stderr(),
+        transient=True,
+    )
+    tasks: list[Any] = []
+
+    def start(total: int) -> None:
+        progress.start()
+        tasks.append(progress.add_task(description, total=total))
+
+    try:
+        yield start, lambda n: progress.advance(tasks[-1], n)
+    finally:
+        if tasks:
+            progress.stop()
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{n} B"
+
+
+def _position(arch: Any) -> str:
+    kinds = [
+        name
+        for flag, name in (
+            (arch.use_relative_position_bias, "relative, per layer"),
+            (arch.use_shared_relative_position_bias, "relative, shared"),
+            (arch.use_absolute_position_embeddings, "absolute"),
+        )
+        if flag
+    ]
+    return " + ".join(kinds) or "none"
+
+
+def summary_table(result: ConversionResult) -> Table:
+    analysis = result.analysis
+    arch = analysis.detection.arch
+    ckpt = analysis.checkpoint
+    table = Table(title="Conversion", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    weights = ckpt.weights_from + (f", stripped {' '.join(ckpt.stripped_prefixes)}" if ckpt.stripped_prefixes else "")
+    rows = [
+        ("source", f"{ckpt.path} ({ckpt.format}, {_size(ckpt.size_bytes)}, weights from {weights})"),
+        ("family", f"{arch.family.value} → {arch.family.hf_class}"),
+        (
+            "config",
+            f"hidden {arch.hidden_size}, layers {arch.num_hidden_layers}, heads {arch.num_attention_heads}, "
+            f"mlp {arch.intermediate_size}, image {arch.image_size}, patch {arch.patch_size}",
+        ),
+        ("positions", _position(arch)),
+        ("layer scale", "yes" if arch.layer_scale else "no"),
+    ]
+    if arch.family.value == "image-classification":
+        rows.append(("pooling", "mean of patch tokens" if arch.use_mean_pooling else "CLS token"))
+    if arch.family.value == "semantic-segmentation":
+        rows.append(("out_indices", f"{list(arch.out_indices)} (original semantics; see README on transformers)"))
+    if arch.family.value == "masked-image-modeling":
+        rows.append(("visual tokens", str(arch.vocab_size)))
+    if result.labels is not None:
+        rows.append(("labels", f"{len(result.labels.id2label)} from {result.labels.source}"))
+    rows += [
+        ("dtype", str(result.dtype).removeprefix("torch.")),
+        ("output", f"{result.output} ({_size(result.bytes_written)} of weights: {', '.join(result.files)})"),
+    ]
+    for name, value in rows:
+        table.add_row(name, escape(value))
+    return table
+
+
+def plan_table(plan: Plan) -> Table:
+    """The mapping diff: how many keys each rule renamed, split or dropped, and what is unused or missing."""
+    table = Table(title="Mapping", title_justify="left")
+    table.add_column("rule")
+    table.add_column("op")
+    table.add_column("keys", justify="right")
+    table.add_column("why", overflow="fold")
+    for rule, op, count, reason, example in plan.by_rule():
+        style = OP_STYLES.get(op, "")
+        table.add_row(escape(rule), f"[{style}]{op}[/]", str(count), escape(reason or example))
+    for m in plan.unused[:10]:
+        table.add_row(escape(m.source_key), "[bold red]unused[/]", "1", "no rule for this key")
+    for t in plan.missing[:10]:
+        table.add_row(escape(t.key), "[bold red]missing[/]", "1", "the architecture needs it; the file lacks it")
+    counts = plan.counts()
+    table.add_section()
+    table.add_row(
+        "total",
+        "",
+        str(sum(v for k, v in counts.items() if k != "missing")),
+        ", ".join(f"{v} {k}" for k, v in counts.items()),
+    )
+    return table
+
+
+def render_conversion(result: ConversionResult) -> None:
+    console = stdout()
+    console.print(summary_table(result))
+    console.print(plan_table(result.analysis.plan))
+    for w in result.warnings:
+        console.print(f"[yellow]warning:[/] {escape(w)}")
+    console.print(f"[green]✓[/] wrote {escape(str(result.output))}")
