@@ -67,7 +67,7 @@ def tiny_arch(family: Family, **overrides: Any) -> Arch:
         use_shared_relative_position_bias=family is Family.MIM,
         use_mask_token=family is Family.MIM,
         num_labels={Family.CLASSIFICATION: 5, Family.SEGMENTATION: 6}.get(family, 0),
-        vocab_size=16,
+        vocab_size=16 if family is Family.MIM else 8192,
     )
     if family is Family.SEGMENTATION:
         base |= dict(out_indices=(0, 1, 2, 3), use_auxiliary_head=True, auxiliary_channels=8)

@@ -26,7 +26,7 @@ def invoke(runner: CliRunner):
     from beit_tools.cli.app import app
 
     def run(*args: object):
-        return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+        return runner.invoke(app, [str(a) for a in args], catch_exceptions=False, env={"COLUMNS": "200"})
 
     return run
 
