@@ -55,36 +55,32 @@ def convert_spec(tmp_path: Path, spec: SyntheticSpec, **options: object) -> Path
     return out
 
 
+def abs_pos_no_layer_scale(family: Family) -> Arch:
+    """The pt1k_800ep / DiT style: absolute pos_embed, no relative table, no gammas."""
+    return tiny_arch(
+        family,
+        use_relative_position_bias=False,
+        use_shared_relative_position_bias=False,
+        use_absolute_position_embeddings=True,
+        layer_scale=False,
+        **HEAD_DIM_64,
+    )
+
+
 CASES = {
     "classification-mean": lambda: default_spec(tiny_arch(Family.CLASSIFICATION)),
     "classification-cls-pooling": lambda: default_spec(tiny_arch(Family.CLASSIFICATION, use_mean_pooling=False)),
-    "classification-abs-pos-no-layer-scale": lambda: default_spec(
-        tiny_arch(
-            Family.CLASSIFICATION,
-            use_relative_position_bias=False,
-            use_absolute_position_embeddings=True,
-            layer_scale=False,
-            **HEAD_DIM_64,
-        )
-    ),
+    "classification-abs-pos-no-layer-scale": lambda: default_spec(abs_pos_no_layer_scale(Family.CLASSIFICATION)),
     "classification-384-style-window": lambda: default_spec(tiny_arch(Family.CLASSIFICATION, image_size=48)),
     "classification-module-container": lambda: default_spec(tiny_arch(Family.CLASSIFICATION)).with_(
         container="module", key_prefix="module."
     ),
-    "classification-raw-training-extras": lambda: default_spec(tiny_arch(Family.CLASSIFICATION, num_labels=7)).with_(
+    "classification-training-checkpoint": lambda: default_spec(tiny_arch(Family.CLASSIFICATION, num_labels=7)).with_(
         training_extras=True
     ),
     "classification-fp16-source": lambda: default_spec(tiny_arch(Family.CLASSIFICATION)).with_(dtype=torch.float16),
     "mim-shared-table": lambda: default_spec(tiny_arch(Family.MIM)),
-    "mim-abs-pos-no-layer-scale": lambda: default_spec(
-        tiny_arch(
-            Family.MIM,
-            use_shared_relative_position_bias=False,
-            use_absolute_position_embeddings=True,
-            layer_scale=False,
-            **HEAD_DIM_64,
-        )
-    ),
+    "mim-abs-pos-no-layer-scale": lambda: default_spec(abs_pos_no_layer_scale(Family.MIM)),
 }
 
 

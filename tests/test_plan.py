@@ -75,3 +75,23 @@ def test_every_family_has_its_own_heads_after_the_shared_rules() -> None:
         rules = rules_for(family)
         assert rules[-len(HEADS[family]) :] == HEADS[family]
         assert len({r.name for r in rules}) == len(rules)
+
+
+def test_schema_check_names_what_transformers_would_miss() -> None:
+    from beit_tools.core.convert import target_tensors
+    from beit_tools.core.detect import detect
+    from beit_tools.core.plan import make_plan
+    from beit_tools.core.schema import beit_config, check_schema, target_schema
+    from tests.test_detect import infos_of
+
+    arch = tiny_arch(Family.CLASSIFICATION)
+    infos = infos_of(arch)
+    plan = make_plan(detect(infos), infos, {k: k for k in infos})
+    produced = {t.key: t.shape for t in target_tensors(plan, torch.float32)}
+    config = beit_config(arch)
+    assert produced == target_schema(config)
+    check_schema(produced, config)
+    produced.pop("beit.encoder.layer.1.lambda_2")
+    produced["classifier.weight"] = (4, 32)
+    with pytest.raises(BeitToolsError, match=r"does not write: beit.encoder.layer.1.lambda_2.*classifier.weight"):
+        check_schema(produced, config)

@@ -102,6 +102,8 @@ class Arch:
         }
         if self.family is Family.MIM:
             fields["vocab_size"] = self.vocab_size
+        else:
+            fields["num_labels"] = self.num_labels
         if self.family is Family.SEGMENTATION:
             fields |= {
                 "out_indices": list(self.out_indices),
