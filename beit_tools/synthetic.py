@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy
 import torch
 
 from beit_tools.core.arch import Arch, Family, relative_position_index
@@ -129,6 +130,7 @@ def mmseg_meta(arch: Arch) -> dict[str, Any]:
         "config": config,
         "mmseg_version": "0.11.0+synthetic",
         "iter": 160000,
+        "best_mIoU": numpy.float64(0.4712),  # mmseg hooks store numpy scalars
     }
 
 

@@ -6,6 +6,7 @@ import typer
 
 from beit_tools import __version__
 from beit_tools.cli import convert as convert_command
+from beit_tools.cli import inspect as inspect_command
 
 app = typer.Typer(
     name="beit-tools",
@@ -15,6 +16,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
+app.command("inspect", no_args_is_help=True)(inspect_command.inspect)
 app.command("convert", no_args_is_help=True)(convert_command.convert)
 
 

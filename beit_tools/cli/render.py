@@ -14,8 +14,10 @@ from rich.table import Table
 
 if TYPE_CHECKING:
     from beit_tools.core.convert import ConversionResult
+    from beit_tools.core.inspection import Report
     from beit_tools.core.plan import Plan
 
+EVIDENCE_STYLES = {"measured": "", "convention": "yellow", "file": "green", "override": "cyan"}
 OP_STYLES = {
     "rename": "green",
     "split": "cyan",
@@ -169,3 +171,105 @@ def render_conversion(result: ConversionResult) -> None:
     for w in result.warnings:
         console.print(f"[yellow]warning:[/] {escape(w)}")
     console.print(f"[green]✓[/] wrote {escape(str(result.output))}")
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.1f}K" if n >= 1e3 else str(n)
+
+
+def file_table(report: Report) -> Table:
+    ckpt = report.analysis.checkpoint
+    table = Table(title="File", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    if ckpt.loaded_with == "weights-only":
+        loading = "safe (weights only)" + (f"; allow-listed: {', '.join(ckpt.classes)}" if ckpt.classes else "")
+    elif ckpt.loaded_with == "full pickle":
+        loading = "full pickle (--trust-checkpoint)" + (f"; classes: {', '.join(ckpt.classes)}" if ckpt.classes else "")
+    else:
+        loading = "safetensors (no code)"
+    weights = ckpt.weights_from + (f", stripped {' '.join(ckpt.stripped_prefixes)}" if ckpt.stripped_prefixes else "")
+    for name, value in (
+        ("path", str(ckpt.path)),
+        ("size", _size(ckpt.size_bytes)),
+        ("format", ckpt.format),
+        ("loading", loading),
+        ("weights", weights),
+    ):
+        table.add_row(name, escape(value))
+    for entry in ckpt.container:
+        marker = " [dim](weights)[/]" if entry.key == ckpt.weights_from else ""
+        table.add_row(f"[dim]{escape(entry.key)}[/]", f"{escape(entry.kind)}: {escape(entry.summary)}{marker}")
+    return table
+
+
+def config_table(report: Report) -> Table:
+    detection = report.analysis.detection
+    arch = detection.arch
+    table = Table(title=f"Detected: {arch.family.value} → {arch.family.hf_class}", title_justify="left")
+    table.add_column("field")
+    table.add_column("value")
+    table.add_column("evidence", overflow="fold")
+    for name, ev in detection.evidence.items():
+        if name == "family":
+            continue
+        style = EVIDENCE_STYLES.get(ev.kind, "")
+        label = f"[{style}]{ev.kind}[/]: " if ev.kind != "measured" else ""
+        value = list(ev.value) if isinstance(ev.value, tuple) else ev.value
+        table.add_row(name, escape(str(value)), label + escape(ev.source))
+    return table
+
+
+def groups_table(report: Report) -> Table:
+    table = Table(title="Tensors", title_justify="left")
+    for column in ("group", "tensors", "parameters", "dtypes", "bytes"):
+        table.add_column(column, justify="left" if column in ("group", "dtypes") else "right")
+    for g in report.groups:
+        dtypes = ", ".join(f"{n} {d}" for d, n in g.dtypes.items())
+        table.add_row(g.name, str(g.tensors), _count(g.parameters), dtypes, _size(g.bytes))
+    table.add_section()
+    table.add_row(
+        "total",
+        str(sum(g.tensors for g in report.groups)),
+        _count(sum(g.parameters for g in report.groups)),
+        "",
+        _size(sum(g.bytes for g in report.groups)),
+    )
+    return table
+
+
+def keys_table(plan: Plan) -> Table:
+    table = Table(title="Keys", title_justify="left")
+    for column in ("source", "op", "target", "shape", "dtype"):
+        table.add_column(column, overflow="fold")
+    for m in plan.mappings:
+        style = OP_STYLES.get(m.op, "")
+        target = "\n".join(m.targets) or f"[dim]{escape(m.reason)}[/]"
+        table.add_row(
+            escape(m.source_key),
+            f"[{style}]{m.op}[/]",
+            target if not m.targets else escape(target),
+            str(list(m.shape)),
+            str(m.dtype).removeprefix("torch."),
+        )
+    return table
+
+
+def render_report(report: Report, *, keys: bool = False) -> None:
+    console = stdout()
+    console.print(file_table(report))
+    console.print(config_table(report))
+    console.print(groups_table(report))
+    console.print(plan_table(report.analysis.plan))
+    if keys:
+        console.print(keys_table(report.analysis.plan))
+    for w in report.warnings:
+        console.print(f"[yellow]warning:[/] {escape(w)}")
+    for p in report.problems:
+        console.print(f"[bold red]problem:[/] {escape(p)}")
+    arch = report.analysis.detection.arch
+    if report.convertible:
+        labels = f" with {len(report.labels.id2label)} labels from {report.labels.source}" if report.labels else ""
+        console.print(f"[green]✓[/] convert would write {arch.family.hf_class}{escape(labels)}")
+    else:
+        console.print(f"[bold red]✗[/] convert would refuse this file ({len(report.problems)} problem(s) above)")

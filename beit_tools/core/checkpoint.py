@@ -86,6 +86,8 @@ class Checkpoint:
     container: tuple[ContainerEntry, ...]
     source_keys: dict[str, str]  # canonical key -> key as stored in the file
     infos: dict[str, TensorInfo]  # canonical key -> shape and dtype, known without reading data
+    loaded_with: str  # how the file was opened: "safetensors", "weights-only" or "full pickle"
+    classes: tuple[str, ...]  # classes besides tensors and plain containers the file holds
     meta: dict[str, Any] = field(default_factory=dict)  # mmseg CLASSES / config text, unilm args
     _tensors: Mapping[str, torch.Tensor] = field(default_factory=dict, repr=False)
     _safetensors_path: Path | None = field(default=None, repr=False)
@@ -128,7 +130,7 @@ def open_checkpoint(path: str | Path, *, trust: bool = False, use_ema: bool = Fa
     if fmt == "safetensors":
         return _open_safetensors(path, size)
     obj = _torch_load(path, fmt, trust=trust)
-    return _unwrap(path, fmt, size, obj, use_ema=use_ema)
+    return _unwrap(path, fmt, size, obj, use_ema=use_ema, loaded_with="full pickle" if trust else "weights-only")
 
 
 def sniff_format(path: Path) -> str:
@@ -241,6 +243,8 @@ def _open_safetensors(path: Path, size: int) -> Checkpoint:
         container=(ContainerEntry("(tensors)", "state dict", f"{len(keys)} tensors"),),
         source_keys=canonical,
         infos={c: infos[orig] for c, orig in canonical.items()},
+        loaded_with="safetensors",
+        classes=(),
         _safetensors_path=path,
     )
 
@@ -292,7 +296,31 @@ def _describe(key: str, value: Any) -> ContainerEntry:
     return ContainerEntry(key, type(value).__name__, "(ignored)")
 
 
-def _unwrap(path: Path, fmt: str, size: int, obj: Any, *, use_ema: bool) -> Checkpoint:
+PLAIN_TYPES = (dict, list, tuple, set, str, bytes, int, float, bool, type(None), torch.Tensor, torch.Size)
+
+
+def classes_in(obj: Any, depth: int = 4) -> set[str]:
+    """Qualified names of the non-plain objects in a loaded container (what unpickling had to construct)."""
+    found: set[str] = set()
+    if type(obj) not in PLAIN_TYPES and not isinstance(obj, (torch.Tensor, torch.dtype)):
+        found.add(f"{type(obj).__module__}.{type(obj).__qualname__}")
+    if depth == 0:
+        return found
+    if isinstance(obj, Mapping):
+        children = list(obj.values())
+    elif isinstance(obj, (list, tuple, set)):
+        children = list(obj)
+    elif isinstance(obj, argparse.Namespace):
+        children = list(vars(obj).values())
+    else:
+        children = []
+    for child in children[:1000]:
+        if not isinstance(child, torch.Tensor):
+            found |= classes_in(child, depth - 1)
+    return found
+
+
+def _unwrap(path: Path, fmt: str, size: int, obj: Any, *, use_ema: bool, loaded_with: str) -> Checkpoint:
     if not isinstance(obj, Mapping):
         raise BeitToolsError(
             f"{path} holds a {type(obj).__name__}, not a state dict",
@@ -334,6 +362,8 @@ def _unwrap(path: Path, fmt: str, size: int, obj: Any, *, use_ema: bool) -> Chec
         container=container,
         source_keys=canonical,
         infos={c: TensorInfo(tuple(tensors[o].shape), tensors[o].dtype) for c, o in canonical.items()},
+        loaded_with=loaded_with,
+        classes=tuple(sorted(classes_in(obj) - {"collections.OrderedDict"})),
         meta=meta,
         _tensors={c: tensors[orig] for c, orig in canonical.items()},
     )

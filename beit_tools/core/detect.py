@@ -47,11 +47,16 @@ class Evidence:
     def __str__(self) -> str:
         return f"{self.value} from {self.source}" if self.kind == "measured" else f"{self.value} ({self.source})"
 
+    def to_dict(self) -> dict[str, Any]:
+        value = list(self.value) if isinstance(self.value, tuple) else self.value
+        return {"value": value, "source": self.source, "kind": self.kind}
+
 
 @dataclass(frozen=True)
 class Detection:
     arch: Arch
     evidence: dict[str, Evidence]
+    conflicts: tuple[str, ...] = ()  # tensors that disagree about a value; conversion refuses these
 
 
 def _shape_of(infos: Mapping[str, TensorInfo], key: str) -> str:
@@ -104,7 +109,7 @@ def detect(
     ev["use_absolute_position_embeddings"] = Evidence(abs_pos, "pos_embed" if abs_pos else "no pos_embed")
 
     ev["num_attention_heads"] = _heads(infos, table, hidden, num_heads)
-    ev["image_size"] = _image_size(infos, table, abs_pos, patch, image_size)
+    ev["image_size"], conflicts = _image_size(infos, table, abs_pos, patch, image_size)
 
     layer_scale = "blocks.0.gamma_1" in infos
     ev["layer_scale"] = Evidence(layer_scale, "blocks.0.gamma_1" if layer_scale else "no blocks.0.gamma_1")
@@ -124,7 +129,7 @@ def detect(
         ev |= seg
         fields |= {name: e.value for name, e in seg.items()}
     arch = Arch(family=family, **fields)
-    return Detection(arch=arch, evidence=ev)
+    return Detection(arch=arch, evidence=ev, conflicts=conflicts)
 
 
 def _require_beit(infos: Mapping[str, TensorInfo]) -> None:
@@ -186,7 +191,8 @@ def _heads(infos: Mapping[str, TensorInfo], table: str | None, hidden: int, over
 
 def _image_size(
     infos: Mapping[str, TensorInfo], table: str | None, abs_pos: bool, patch: int, override: int | None
-) -> Evidence:
+) -> tuple[Evidence, tuple[str, ...]]:
+    """The image size and, when the position tensors disagree, why (the relative table's window is kept)."""
     measured: list[tuple[int, str]] = []
     if table is not None:
         window = window_from_table_rows(infos[table].shape[0])
@@ -198,10 +204,11 @@ def _image_size(
         if window is None:
             raise BeitToolsError(f"{_shape_of(infos, 'pos_embed')} has a token count that fits no square grid")
         measured.append((window * patch, _shape_of(infos, "pos_embed")))
+    conflicts: tuple[str, ...] = ()
     if len({size for size, _ in measured}) > 1:
-        raise BeitToolsError(
+        conflicts = (
             "the relative position table and pos_embed disagree on the window: "
-            + "; ".join(f"{src} → {size}px" for size, src in measured)
+            + "; ".join(f"{src} → {size}px" for size, src in measured),
         )
     if measured:
         size, source = measured[0]
@@ -210,14 +217,11 @@ def _image_size(
                 f"--image-size {override} contradicts {source}, which fixes the image size at {size}",
                 "drop --image-size",
             )
-        return Evidence(size, source)
+        return Evidence(size, source), conflicts
     if override is not None:
-        return Evidence(override, "--image-size", "override")
-    return Evidence(
-        DEFAULT_IMAGE_SIZE,
-        "convention: no position table or pos_embed fixes the window; --image-size overrides",
-        "convention",
-    )
+        return Evidence(override, "--image-size", "override"), conflicts
+    convention = "convention: no position table or pos_embed fixes the window; --image-size overrides"
+    return Evidence(DEFAULT_IMAGE_SIZE, convention, "convention"), conflicts
 
 
 def _pooling(infos: Mapping[str, TensorInfo], family: Family) -> Evidence:
@@ -284,7 +288,7 @@ def _segmentation(
         else:
             aux_seg = "auxiliary_head.conv_seg.weight"
             ev["auxiliary_channels"] = Evidence(infos[aux_seg].shape[1], _shape_of(infos, aux_seg))
-        ev["auxiliary_num_convs"] = Evidence(len(convs), f"auxiliary_head.convs.0 … {len(convs) - 1}")
+        ev["auxiliary_num_convs"] = Evidence(len(convs), f"{len(convs)} conv module(s) under auxiliary_head.convs")
         cat = "auxiliary_head.conv_cat.conv.weight" in infos
         ev["auxiliary_concat_input"] = Evidence(cat, "auxiliary_head.conv_cat" if cat else "no auxiliary_head.conv_cat")
     return ev

@@ -48,6 +48,7 @@ class KeyMapping:
     def to_dict(self) -> dict[str, Any]:
         return {
             "source": self.source_key,
+            "key": self.key,
             "op": self.op,
             "rule": self.rule,
             "targets": list(self.targets),
@@ -71,6 +72,7 @@ class Plan:
     missing: list[ExpectedTensor] = field(default_factory=list)
     wrong_shapes: list[ShapeMismatch] = field(default_factory=list)
     index_mismatches: list[str] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
 
     @property
     def unused(self) -> list[KeyMapping]:
@@ -104,7 +106,7 @@ class Plan:
 
     def problems(self, *, allow_unused: bool = False) -> list[str]:
         """Why this plan cannot be written, most fundamental first; empty when it can."""
-        out: list[str] = []
+        out: list[str] = list(self.conflicts)
         if self.missing:
             names = ", ".join(t.key for t in self.missing[:4])
             more = f" and {len(self.missing) - 4} more" if len(self.missing) > 4 else ""
@@ -127,6 +129,7 @@ class Plan:
             ],
             "unused": [m.source_key for m in self.unused],
             "missing": [t.key for t in self.missing],
+            "conflicts": self.conflicts,
             "wrong_shapes": [
                 {"key": w.key, "expected": list(w.expected), "actual": list(w.actual)} for w in self.wrong_shapes
             ],
@@ -173,4 +176,4 @@ def make_plan(
         for k, t in layout.items()
         if k in infos and infos[k].shape != t.shape
     ]
-    return Plan(arch, mappings, missing, wrong, index_mismatches)
+    return Plan(arch, mappings, missing, wrong, index_mismatches, list(detection.conflicts))

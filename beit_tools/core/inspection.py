@@ -1,0 +1,178 @@
+"""`inspect`: what a checkpoint is and what conversion would do with it, without writing anything.
+
+It runs the same open -> detect -> plan as `convert`, then adds what a person deciding whether to
+convert wants to see: the container, tensors grouped by part of the model, and warnings. Tensor data
+is read only for the small index buffers and for sampled NaN/Inf checks; transformers is not imported.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from beit_tools.core.arch import Family
+from beit_tools.core.checkpoint import Checkpoint
+from beit_tools.core.convert import Analysis, analyse, dtype_name
+from beit_tools.core.labels import Labels, resolve_labels
+from beit_tools.errors import BeitToolsError
+
+# Parts of the model, first match wins (canonical unilm names).
+GROUPS: tuple[tuple[str, str], ...] = (
+    ("embeddings", r"cls_token|mask_token|pos_embed|patch_embed\..+|rel_pos_bias\..+"),
+    ("blocks", r"blocks\.\d+\..+"),
+    ("final norm", r"(fc_)?norm\..+"),
+    ("classifier", r"head\..+"),
+    ("visual-token head", r"lm_head\..+"),
+    ("fpn", r"fpn\d\..+"),
+    ("decode head", r"decode_head\..+"),
+    ("auxiliary head", r"auxiliary_head\..+"),
+    ("pretraining-only", r"cls_pt_layers\..+"),
+    ("other", r".+"),
+)
+SAMPLE = 1 << 15  # elements read from each end of a tensor by the NaN/Inf check
+FEATURE_INDEX_NOTE = (
+    "transformers' BeitForSemanticSegmentation feeds its FPN with hidden_states[i-1] for i in out_indices "
+    "(the output of block i-2), where the original uses block i; the converted weights are exact, the "
+    "segmentation logits follow transformers' reading (`beit-tools verify` measures the difference)"
+)
+
+
+@dataclass(frozen=True)
+class TensorGroup:
+    name: str
+    tensors: int
+    parameters: int  # elements of floating tensors (buffers such as indices and counters excluded)
+    bytes: int
+    dtypes: dict[str, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "tensors": self.tensors,
+            "parameters": self.parameters,
+            "bytes": self.bytes,
+            "dtypes": self.dtypes,
+        }
+
+
+@dataclass
+class Report:
+    analysis: Analysis
+    labels: Labels | None
+    groups: list[TensorGroup]
+    warnings: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def convertible(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        ckpt = self.analysis.checkpoint
+        detection = self.analysis.detection
+        arch = detection.arch
+        config = arch.config_fields()
+        return {
+            "file": {
+                "path": str(ckpt.path),
+                "bytes": ckpt.size_bytes,
+                "format": ckpt.format,
+                "loaded_with": ckpt.loaded_with,
+                "classes": list(ckpt.classes),
+            },
+            "container": {
+                "entries": [{"key": e.key, "kind": e.kind, "summary": e.summary} for e in ckpt.container],
+                "weights_from": ckpt.weights_from,
+                "stripped_prefixes": list(ckpt.stripped_prefixes),
+            },
+            "family": arch.family.value,
+            "config": config,
+            "evidence": {k: e.to_dict() for k, e in detection.evidence.items()},
+            "groups": [g.to_dict() for g in self.groups],
+            "plan": self.analysis.plan.to_dict()
+            | {"labels": self.labels.to_dict() if self.labels else None, "keys": self._keys()},
+            "warnings": self.warnings,
+            "convertible": self.convertible,
+            "problems": self.problems,
+        }
+
+    def _keys(self) -> list[dict[str, Any]]:
+        return [m.to_dict() for m in self.analysis.plan.mappings]
+
+
+def group_tensors(ckpt: Checkpoint) -> list[TensorGroup]:
+    compiled = [(name, re.compile(pattern)) for name, pattern in GROUPS]
+    members: dict[str, list[str]] = {}
+    for key in ckpt.infos:
+        name = next(n for n, p in compiled if p.fullmatch(key))
+        members.setdefault(name, []).append(key)
+    groups = []
+    for name, _ in GROUPS:
+        keys = members.get(name)
+        if not keys:
+            continue
+        infos = [ckpt.infos[k] for k in keys]
+        groups.append(
+            TensorGroup(
+                name=name,
+                tensors=len(keys),
+                parameters=sum(i.numel for i in infos if i.dtype.is_floating_point),
+                bytes=sum(i.nbytes for i in infos),
+                dtypes=dict(Counter(dtype_name(i.dtype) for i in infos)),
+            )
+        )
+    return groups
+
+
+def _sample(tensor: torch.Tensor) -> torch.Tensor:
+    flat = tensor.reshape(-1)
+    if flat.numel() <= 2 * SAMPLE:
+        return flat
+    return torch.cat((flat[:SAMPLE], flat[-SAMPLE:]))
+
+
+def warnings_for(analysis: Analysis) -> list[str]:
+    ckpt, arch = analysis.checkpoint, analysis.detection.arch
+    out: list[str] = []
+    floating = Counter(dtype_name(i.dtype) for i in ckpt.infos.values() if i.dtype.is_floating_point)
+    if len(floating) > 1:
+        out.append("mixed floating dtypes: " + ", ".join(f"{n} {d}" for d, n in floating.most_common()))
+    half = [d for d in floating if d in ("float16", "bfloat16")]
+    if half:
+        out.append(f"{'/'.join(half)} weights: a converted model matches the original only to half precision")
+    bad = [
+        ckpt.source_keys[key]
+        for key, tensor in ckpt.iter_tensors([k for k, i in ckpt.infos.items() if i.dtype.is_floating_point])
+        if not bool(torch.isfinite(_sample(tensor)).all())
+    ]
+    if bad:
+        out.append(f"{len(bad)} tensor(s) hold NaN or Inf (sampled): {', '.join(bad[:4])}")
+    if arch.family is Family.SEGMENTATION:
+        out.append(FEATURE_INDEX_NOTE)
+    return out
+
+
+def inspect_checkpoint(
+    source: str | Path,
+    *,
+    trust_checkpoint: bool = False,
+    use_ema: bool = False,
+    image_size: int | None = None,
+    num_heads: int | None = None,
+    labels_file: Path | None = None,
+) -> Report:
+    analysis = analyse(
+        source, trust_checkpoint=trust_checkpoint, use_ema=use_ema, image_size=image_size, num_heads=num_heads
+    )
+    problems = analysis.plan.problems()
+    try:
+        labels = resolve_labels(analysis.detection.arch, analysis.checkpoint.meta.get("classes"), labels_file)
+    except BeitToolsError as e:
+        labels = None
+        problems.append(e.message)
+    return Report(analysis, labels, group_tensors(analysis.checkpoint), warnings_for(analysis), problems)
