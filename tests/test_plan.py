@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from beit_tools.core.analysis import analyse
 from beit_tools.core.arch import Family
-from beit_tools.core.convert import ConvertOptions, analyse, convert
+from beit_tools.core.convert import ConvertOptions, convert
 from beit_tools.core.rules import HEADS, rules_for
 from beit_tools.errors import BeitToolsError
 from beit_tools.synthetic import default_spec, make_checkpoint, save_checkpoint, tiny_arch

@@ -10,10 +10,10 @@ from typing import Any
 
 import torch
 
-from beit_tools.core.checkpoint import Checkpoint, open_checkpoint
-from beit_tools.core.detect import Detection, detect
+from beit_tools.core.analysis import Analysis, analyse, dtype_name, half_precision_warning
+from beit_tools.core.checkpoint import Checkpoint
 from beit_tools.core.labels import Labels, resolve_labels
-from beit_tools.core.plan import Plan, make_plan
+from beit_tools.core.plan import Plan
 from beit_tools.core.processor import preprocessor_config
 from beit_tools.core.provenance import PROVENANCE_NAME, provenance, sha256_file
 from beit_tools.core.rules import Op
@@ -35,33 +35,6 @@ DTYPES = {
     "bfloat16": torch.bfloat16,
     "bf16": torch.bfloat16,
 }
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
-
-
-@dataclass
-class Analysis:
-    """A checkpoint understood: what it is and what conversion would do. `inspect` shows it; `convert` executes it."""
-
-    checkpoint: Checkpoint
-    detection: Detection
-    plan: Plan
-
-
-def analyse(
-    source: str | Path,
-    *,
-    trust_checkpoint: bool = False,
-    use_ema: bool = False,
-    image_size: int | None = None,
-    num_heads: int | None = None,
-) -> Analysis:
-    ckpt = open_checkpoint(source, trust=trust_checkpoint, use_ema=use_ema)
-    detection = detect(ckpt.infos, ckpt.meta, image_size=image_size, num_heads=num_heads)
-    plan = make_plan(detection, ckpt.infos, ckpt.source_keys, read=ckpt.tensor)
-    return Analysis(ckpt, detection, plan)
 
 
 @dataclass
@@ -165,9 +138,7 @@ def convert(
     config = beit_config(arch, labels.id2label if labels else None, dtype)
     check_schema({t.key: t.shape for t in targets}, config)
 
-    warnings: list[str] = []
-    if source_dtype(ckpt) in (torch.float16, torch.bfloat16) and dtype == source_dtype(ckpt):
-        warnings.append(f"the source is {dtype_name(dtype)}; outputs match the original only to half precision")
+    warnings = [w for w in [half_precision_warning(ckpt)] if w]
     nonfinite: list[str] = []
 
     def read_checked(keys: list[str]):

@@ -15,9 +15,9 @@ from typing import Any
 
 import torch
 
+from beit_tools.core.analysis import Analysis, analyse, dtype_name, half_precision_warning
 from beit_tools.core.arch import Family
 from beit_tools.core.checkpoint import Checkpoint
-from beit_tools.core.convert import Analysis, analyse, dtype_name
 from beit_tools.core.labels import Labels, resolve_labels
 from beit_tools.errors import BeitToolsError
 
@@ -142,9 +142,9 @@ def warnings_for(analysis: Analysis) -> list[str]:
     floating = Counter(dtype_name(i.dtype) for i in ckpt.infos.values() if i.dtype.is_floating_point)
     if len(floating) > 1:
         out.append("mixed floating dtypes: " + ", ".join(f"{n} {d}" for d, n in floating.most_common()))
-    half = [d for d in floating if d in ("float16", "bfloat16")]
+    half = half_precision_warning(ckpt)
     if half:
-        out.append(f"{'/'.join(half)} weights: a converted model matches the original only to half precision")
+        out.append(half)
     bad = [
         ckpt.source_keys[key]
         for key, tensor in ckpt.iter_tensors([k for k, i in ckpt.infos.items() if i.dtype.is_floating_point])

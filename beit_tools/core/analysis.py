@@ -1,0 +1,49 @@
+"""A checkpoint understood: opened, detected and planned. `inspect` shows it; `convert` executes it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from beit_tools.core.checkpoint import Checkpoint, open_checkpoint
+from beit_tools.core.detect import Detection, detect
+from beit_tools.core.plan import Plan, make_plan
+
+HALF_PRECISION = ("float16", "bfloat16")
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+@dataclass
+class Analysis:
+    """What a checkpoint is and what conversion would do with each of its tensors."""
+
+    checkpoint: Checkpoint
+    detection: Detection
+    plan: Plan
+
+
+def analyse(
+    source: str | Path,
+    *,
+    trust_checkpoint: bool = False,
+    use_ema: bool = False,
+    image_size: int | None = None,
+    num_heads: int | None = None,
+) -> Analysis:
+    ckpt = open_checkpoint(source, trust=trust_checkpoint, use_ema=use_ema)
+    detection = detect(ckpt.infos, ckpt.meta, image_size=image_size, num_heads=num_heads)
+    plan = make_plan(detection, ckpt.infos, ckpt.source_keys, read=ckpt.tensor)
+    return Analysis(ckpt, detection, plan)
+
+
+def half_precision_warning(ckpt: Checkpoint) -> str | None:
+    """Half-precision sources convert losslessly, but compare with the original only to half precision."""
+    half = sorted({dtype_name(i.dtype) for i in ckpt.infos.values()} & set(HALF_PRECISION))
+    if not half:
+        return None
+    return f"{'/'.join(half)} weights: a converted model matches the original only to half precision"
