@@ -24,6 +24,7 @@ def main() -> None:
     arch = tiny_arch(Family.CLASSIFICATION, num_labels=1000, hidden_size=64, intermediate_size=256)
     source = write_synthetic(DEMO / "beit_demo_patch8_32_ft1k.pth", default_spec(arch).with_(training_extras=True))
     print(f"built a synthetic unilm training checkpoint: {source}")
+    run("inspect", source)
     run("convert", source, "-o", DEMO / "out")
     print(f"\nfolder: {sorted(p.name for p in (DEMO / 'out').iterdir())}")
 
