@@ -7,7 +7,6 @@ tensors are streamed, so peak memory should stay near one large tensor above the
 from __future__ import annotations
 
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,12 @@ print(json.dumps({"seconds": time.perf_counter() - start,
 """
 
 
+def _wall(command: list[str]) -> float:
+    started = time.perf_counter()
+    subprocess.run(command, capture_output=True, check=True)
+    return time.perf_counter() - started
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         source = write_synthetic(Path(tmp) / "beit_large_synthetic.pth", default_spec(LARGE))
@@ -61,13 +66,15 @@ def main() -> None:
             check=True,
         )
         result = json.loads(done.stdout.strip().splitlines()[-1])
+        inspect_s = _wall([str(Path(sys.executable).with_name("beit-tools")), "inspect", str(source), "--json"])
+        torch_s = _wall([sys.executable, "-c", "import torch"])
         print(f"source: {size_mb:.0f} MB (BEiT-large layout, fp32)")
         print(f"convert: {result['seconds']:.1f} s in-process, {time.perf_counter() - started:.1f} s with start-up")
         print(
             f"peak RSS: {result['peak_rss_mb']:.0f} MB (interpreter with torch+transformers: "
             f"{float(baseline.stdout):.0f} MB)"
         )
-    _ = resource  # the child reports its own peak
+        print(f"inspect: {inspect_s:.1f} s (python -c 'import torch': {torch_s:.1f} s)")
 
 
 if __name__ == "__main__":

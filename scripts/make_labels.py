@@ -2,7 +2,8 @@
 
 ImageNet-1k and ImageNet-22k names come from timm's offline class data; the 21841-class list is the
 21843-entry ImageNet-21k list without entries 9205 and 15027, which the BEiT ft22k heads lack.
-ADE20K-150 names are the mmseg class list in scripts/ade20k_classes.txt.
+ADE20K-150 names and colours are the mmseg class list and palette in scripts/ade20k_classes.txt and
+scripts/ade20k_palette.txt (one "R G B" line per class).
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ def main() -> None:
         path = OUT / f"{name}.json"
         path.write_text(json.dumps({str(i): n for i, n in enumerate(names)}, indent=0, ensure_ascii=False) + "\n")
         print(f"{path}: {len(names)} labels")
+    palette = [[int(c) for c in line.split()] for line in (HERE / "ade20k_palette.txt").read_text().splitlines()]
+    assert len(palette) == 150 and all(len(c) == 3 for c in palette)
+    (OUT.parent / "ade20k-palette.json").write_text(json.dumps(palette) + "\n")
 
 
 if __name__ == "__main__":

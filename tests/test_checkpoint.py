@@ -55,7 +55,7 @@ def test_containers_and_prefixes(container, prefix, weights_from, stripped, tmp_
     ckpt = open_checkpoint(write_synthetic(tmp_path / "c.pth", spec))
     assert ckpt.weights_from == weights_from
     assert ckpt.stripped_prefixes == stripped
-    assert set(ckpt.keys()) == set(make_state_dict(ARCH))
+    assert set(ckpt.source_keys) == set(make_state_dict(ARCH))
     assert all(stored == f"{prefix}{key}" for key, stored in ckpt.source_keys.items())
 
 

@@ -27,7 +27,7 @@ def checkpoint_with(tmp_path: Path, family: Family = Family.CLASSIFICATION, edit
 def test_every_source_key_is_accounted_for(family: Family, tmp_path: Path) -> None:
     analysis = analyse(checkpoint_with(tmp_path, family))
     plan = analysis.plan
-    assert {m.key for m in plan.mappings} == set(analysis.checkpoint.keys())
+    assert {m.key for m in plan.mappings} == set(analysis.checkpoint.source_keys)
     assert not plan.unused and not plan.missing and not plan.wrong_shapes and not plan.index_mismatches
     counts = plan.counts()
     assert counts["split"] == analysis.detection.arch.num_hidden_layers

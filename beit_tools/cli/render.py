@@ -16,7 +16,9 @@ if TYPE_CHECKING:
     from beit_tools.core.convert import ConversionResult
     from beit_tools.core.inspection import Report
     from beit_tools.core.plan import Plan
+    from beit_tools.core.verify import VerifyResult
 
+STATUS_STYLES = {"pass": "green", "fail": "bold red", "warn": "yellow", "skip": "dim"}
 EVIDENCE_STYLES = {"measured": "", "convention": "yellow", "file": "green", "override": "cyan"}
 OP_STYLES = {
     "rename": "green",
@@ -273,3 +275,33 @@ def render_report(report: Report, *, keys: bool = False) -> None:
         console.print(f"[green]✓[/] convert would write {arch.family.hf_class}{escape(labels)}")
     else:
         console.print(f"[bold red]✗[/] convert would refuse this file ({len(report.problems)} problem(s) above)")
+
+
+def render_verify(result: VerifyResult) -> None:
+    console = stdout()
+    table = Table(title=f"Verify {result.output}", title_justify="left")
+    for column in ("check", "status", "measured", "bound", "detail"):
+        table.add_column(column, overflow="fold")
+    for c in result.checks:
+        style = STATUS_STYLES.get(c.status, "")
+        table.add_row(escape(c.name), f"[{style}]{c.status}[/]", escape(c.measured), escape(c.bound), escape(c.detail))
+    console.print(table)
+    if result.layers:
+        layers = Table(title="Hidden states vs the original", title_justify="left")
+        layers.add_column("layer")
+        layers.add_column("max |Δ|", justify="right")
+        for d in result.layers:
+            layers.add_row(d.layer, f"{d.max_abs:.2e}")
+        console.print(layers)
+    if result.predictions:
+        preds = Table(title=f"Top {len(result.predictions)} {result.prediction_kind}", title_justify="left")
+        for column in ("#", "index", "label", "score"):
+            preds.add_column(column, justify="right" if column != "label" else "left")
+        for n, p in enumerate(result.predictions, start=1):
+            preds.add_row(str(n), str(p.index), escape(p.label), f"{p.score:.4f}")
+        console.print(preds)
+    failed = [c.name for c in result.checks if c.status == "fail"]
+    if failed:
+        console.print(f"[bold red]✗ {len(failed)} check(s) failed:[/] {escape(', '.join(failed))}")
+    else:
+        console.print(f"[green]✓ all {sum(c.status == 'pass' for c in result.checks)} checks passed[/]")

@@ -92,9 +92,6 @@ class Checkpoint:
     _tensors: Mapping[str, torch.Tensor] = field(default_factory=dict, repr=False)
     _safetensors_path: Path | None = field(default=None, repr=False)
 
-    def keys(self) -> list[str]:
-        return list(self.source_keys)
-
     def tensor(self, key: str) -> torch.Tensor:
         """The tensor's data; reads it from disk only now for lazy formats."""
         if self._safetensors_path is not None:

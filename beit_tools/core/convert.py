@@ -170,6 +170,7 @@ def convert(
                 family=arch.family.value,
                 hf_class=arch.family.hf_class,
                 variant=None,
+                overrides={"image_size": options.image_size, "num_heads": options.num_heads},
                 dtype=dtype_name(dtype),
                 labels=labels.to_dict() if labels else None,
                 evidence={k: str(v) for k, v in analysis.detection.evidence.items()},

@@ -1,0 +1,517 @@
+"""`verify`: prove a converted folder right, with checks that can fail.
+
+Structure: the files are there, readable, agree with the config and load into transformers cleanly.
+Function: a forward pass with the saved image processor gives finite outputs and predictions.
+Expected logits: official checkpoints give the logits they are known to give.
+Parity (`against`): the original architecture, run by `reference.py` on the source's raw tensors,
+computes what transformers computes from the folder, layer by layer. Round trip (`against`): every
+written tensor equals its source tensor after the documented split/rename and cast.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from beit_tools.core.arch import LAYER_NORM_EPS, Arch, Family
+from beit_tools.core.provenance import PROVENANCE_NAME
+from beit_tools.core.variants import ATOL as VARIANT_ATOL
+from beit_tools.core.variants import Variant, variant_by_name
+from beit_tools.core.writer import INDEX_NAME, WEIGHTS_NAME
+from beit_tools.errors import BeitToolsError
+
+FP32_ATOL = 1e-4
+HALF_ATOL = 1e-2  # weights rounded to 16 bits move outputs by about 1e-3
+PASS, FAIL, WARN, SKIP = "pass", "fail", "warn", "skip"
+
+
+@dataclass
+class Check:
+    name: str
+    status: str
+    measured: str = ""
+    bound: str = ""
+    detail: str = ""
+
+
+@dataclass
+class LayerDiff:
+    layer: str
+    max_abs: float
+
+
+@dataclass
+class Prediction:
+    index: int
+    label: str
+    score: float
+
+
+@dataclass
+class VerifyResult:
+    output: Path
+    checks: list[Check] = field(default_factory=list)
+    layers: list[LayerDiff] = field(default_factory=list)
+    predictions: list[Prediction] = field(default_factory=list)
+    prediction_kind: str = ""
+    provenance: dict[str, Any] | None = None
+
+    @property
+    def passed(self) -> bool:
+        return all(c.status != FAIL for c in self.checks)
+
+    def add(self, name: str, ok: bool, measured: str = "", bound: str = "", detail: str = "") -> bool:
+        self.checks.append(Check(name, PASS if ok else FAIL, measured, bound, detail))
+        return ok
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "output": str(self.output),
+            "checks": [asdict(c) for c in self.checks],
+            "layers": [asdict(layer) for layer in self.layers],
+            "predictions": {"kind": self.prediction_kind, "top": [asdict(p) for p in self.predictions]},
+        }
+
+
+@dataclass
+class VerifyOptions:
+    output: Path
+    against: Path | None = None
+    image: Path | None = None
+    top: int = 5
+    variant: str | None = None
+    atol: float | None = None
+    strict: bool = False
+    save_visual: Path | None = None
+    trust_checkpoint: bool = False
+
+
+# --- structure -----------------------------------------------------------------------------------
+
+
+def weight_files(out: Path) -> list[Path]:
+    if (out / INDEX_NAME).exists():
+        index = json.loads((out / INDEX_NAME).read_text())
+        return [out / name for name in sorted(set(index["weight_map"].values()))]
+    return [out / WEIGHTS_NAME]
+
+
+def read_headers(files: list[Path]) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Key -> (shape, dtype) from safetensors headers, validating each file as safetensors does."""
+    from safetensors import safe_open
+
+    out: dict[str, tuple[tuple[int, ...], str]] = {}
+    for path in files:
+        with safe_open(str(path), framework="pt") as f:
+            names = f.keys()
+            for key in names:
+                sl = f.get_slice(key)
+                out[key] = (tuple(sl.get_shape()), sl.get_dtype())
+    return out
+
+
+def load_weights(files: list[Path]) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    weights: dict[str, torch.Tensor] = {}
+    for path in files:
+        weights |= load_file(str(path))
+    return weights
+
+
+def _max_abs(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a.float() - b.float()).abs().max().item()
+
+
+def check_structure(result: VerifyResult, out: Path) -> tuple[Any, dict[str, torch.Tensor]] | None:
+    """Files, headers, config and transformers load. Returns (model, weights) or None when it cannot load."""
+    from transformers import BeitConfig
+
+    from beit_tools.core.schema import schema_problems, target_schema
+
+    missing = [n for n in ("config.json", "preprocessor_config.json") if not (out / n).exists()]
+    files = weight_files(out)
+    missing += [p.name for p in files if not p.exists()]
+    if not result.add("files", not missing, detail=f"missing: {', '.join(missing)}" if missing else "all present"):
+        return None
+    try:
+        headers = read_headers(files)
+    except Exception as e:  # safetensors raises its own error types for damaged files
+        result.add(
+            "weights readable",
+            False,
+            detail=f"{files[0].name if len(files) == 1 else 'a shard'} is damaged: {str(e).splitlines()[0]}",
+        )
+        return None
+    result.add("weights readable", True, measured=f"{len(headers)} tensors in {len(files)} file(s)")
+    try:
+        config = BeitConfig.from_pretrained(out)
+    except Exception as e:
+        result.add("config", False, detail=f"config.json does not load: {str(e).splitlines()[0]}")
+        return None
+    problems = schema_problems({k: v[0] for k, v in headers.items()}, target_schema(config))
+    result.add(
+        "config ↔ weights", not problems, detail="; ".join(problems) or "every tensor the config needs, shaped right"
+    )
+    eps = config.layer_norm_eps
+    result.add(
+        "layer norm eps",
+        eps == LAYER_NORM_EPS,
+        measured=f"{eps:g}",
+        bound=f"{LAYER_NORM_EPS:g}",
+        detail="" if eps == LAYER_NORM_EPS else "BEiT normalises with eps 1e-6; outputs drift with another eps",
+    )
+    processor = json.loads((out / "preprocessor_config.json").read_text())
+    size = processor.get("size", {})
+    side = size.get("height", size.get("shortest_edge")) if isinstance(size, dict) else size
+    result.add(
+        "processor size",
+        side == config.image_size,
+        measured=str(side),
+        bound=str(config.image_size),
+        detail="" if side == config.image_size else "the processor resizes to a size the model was not built for",
+    )
+
+    import transformers
+
+    cls = getattr(transformers, (config.architectures or ["BeitModel"])[0])
+    try:
+        model, info = cls.from_pretrained(out, output_loading_info=True, dtype=torch.float32)
+    except Exception as e:
+        result.add("transformers load", False, detail=str(e).strip().splitlines()[0])
+        return None
+    bad = {k: sorted(info[k]) for k in ("missing_keys", "unexpected_keys", "mismatched_keys") if info[k]}
+    detail = "; ".join(f"{len(v)} {k.replace('_', ' ')}: {', '.join(map(str, v[:3]))}" for k, v in bad.items())
+    if not result.add(
+        "transformers load", not bad, measured=cls.__name__, detail=detail or "0 missing, 0 unexpected, 0 mismatched"
+    ):
+        return None
+    weights = load_weights(files)
+    dtypes = sorted({str(t.dtype).removeprefix("torch.") for t in weights.values() if t.is_floating_point()})
+    params = sum(t.numel() for t in weights.values() if t.is_floating_point())
+    result.add("parameters", True, measured=f"{params / 1e6:.2f}M, {'/'.join(dtypes)}")
+    nonfinite = [k for k, t in weights.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    result.add(
+        "finite weights", not nonfinite, measured=f"{len(nonfinite)} with NaN/Inf", detail=", ".join(nonfinite[:4])
+    )
+    return model.eval(), weights
+
+
+def read_provenance(result: VerifyResult, out: Path) -> dict[str, Any] | None:
+    path = out / PROVENANCE_NAME
+    if not path.exists():
+        result.checks.append(Check("provenance", WARN, detail="no provenance.json: the source cannot be traced"))
+        return None
+    data = json.loads(path.read_text())
+    source = data.get("source", {})
+    versions = data.get("versions", {})
+    result.checks.append(
+        Check(
+            "provenance",
+            PASS,
+            measured=f"sha256 {str(source.get('sha256', '?'))[:12]}…",
+            detail=f"{source.get('path') or source.get('url')}; beit-tools {versions.get('beit_tools')}, "
+            f"transformers {versions.get('transformers')}, {data.get('created')}",
+        )
+    )
+    return data
+
+
+# --- function ------------------------------------------------------------------------------------
+
+
+def load_image(path: Path | None, size: int) -> Any:
+    from PIL import Image, UnidentifiedImageError
+
+    from beit_tools.core.visual import synthetic_image
+
+    if path is None:
+        return synthetic_image(size)
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except (OSError, UnidentifiedImageError) as e:
+        raise BeitToolsError(f"cannot read image {path}: {e}", "give a JPEG or PNG file") from e
+
+
+def check_function(result: VerifyResult, model: Any, out: Path, options: VerifyOptions) -> torch.Tensor:
+    """Forward the image through the saved processor; returns the pixel values used."""
+    from transformers import AutoImageProcessor
+
+    config = model.config
+    processor = AutoImageProcessor.from_pretrained(out)
+    image = load_image(options.image, config.image_size)
+    pixels = processor(images=image, return_tensors="pt")["pixel_values"].float()
+    with torch.no_grad():
+        logits = model(pixel_values=pixels).logits
+    finite = bool(torch.isfinite(logits).all())
+    source = options.image.name if options.image else "synthetic image"
+    result.add(
+        "forward",
+        finite,
+        measured=f"logits {list(logits.shape)} on {source}",
+        detail="" if finite else "the outputs hold NaN or Inf",
+    )
+    _predictions(result, config, logits[0], options.top)
+    if options.save_visual is not None:
+        _save_visual(result, config, image, logits[0], options.save_visual)
+    return pixels
+
+
+def _predictions(result: VerifyResult, config: Any, logits: torch.Tensor, top: int) -> None:
+    if logits.dim() == 1:  # classification
+        probs = logits.softmax(-1)
+        values, indices = probs.topk(min(top, probs.numel()))
+        result.prediction_kind = "classes (probability)"
+        names = [config.id2label.get(int(i), str(int(i))) for i in indices]
+    else:
+        counts = torch.bincount(
+            logits.argmax(0 if logits.dim() == 3 else -1).reshape(-1),
+            minlength=logits.shape[0 if logits.dim() == 3 else -1],
+        )
+        values, indices = (counts.float() / counts.sum()).topk(min(top, counts.numel()))
+        if logits.dim() == 3:  # segmentation [K, H, W]
+            result.prediction_kind = "classes (share of pixels)"
+            names = [config.id2label.get(int(i), str(int(i))) for i in indices]
+        else:  # MIM [patches, V]
+            result.prediction_kind = "visual tokens (share of patches)"
+            names = [f"token {int(i)}" for i in indices]
+    result.predictions = [Prediction(int(i), n, float(v)) for i, n, v in zip(indices, names, values, strict=True)]
+
+
+def _save_visual(result: VerifyResult, config: Any, image: Any, logits: torch.Tensor, path: Path) -> None:
+    from beit_tools.core.visual import bars_picture, segmentation_picture
+
+    if logits.dim() == 3:
+        segmentation_picture(image, logits.argmax(0).tolist(), logits.shape[0], path)
+    else:
+        bars_picture([(p.label, p.score) for p in result.predictions], result.prediction_kind, path)
+    result.checks.append(Check("picture", PASS, detail=str(path)))
+
+
+# --- expected logits -----------------------------------------------------------------------------
+
+
+def seed_pixels(image: Any, variant: Variant) -> torch.Tensor:
+    """The original conversion's preprocessing: resize (no crop), scale to [0, 1], mean = std = 0.5."""
+    from PIL import Image
+
+    resample = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}[variant.resample]
+    resized = image.convert("RGB").resize((variant.image_size, variant.image_size), resample)
+    data = torch.frombuffer(bytearray(resized.tobytes()), dtype=torch.uint8)
+    x = data.reshape(variant.image_size, variant.image_size, 3).permute(2, 0, 1).float() / 255.0
+    return ((x - 0.5) / 0.5).unsqueeze(0)
+
+
+def check_expected(result: VerifyResult, model: Any, variant: Variant, image_path: Path | None, explicit: bool) -> None:
+    name = f"expected logits ({variant.name})"
+    if image_path is None:
+        if variant.image.url is None:
+            status = FAIL if explicit else SKIP
+            result.checks.append(
+                Check(name, status, detail=f"needs --image: {variant.image.name} has no stable address")
+            )
+            return
+        from beit_tools.core.download import fetch
+
+        image_path = fetch(variant.image.url)
+    image = load_image(image_path, variant.image_size)
+    with torch.no_grad():
+        logits = model(pixel_values=seed_pixels(image, variant)).logits
+    if tuple(logits.shape) != variant.logits_shape:
+        result.add(name, False, measured=f"shape {list(logits.shape)}", bound=f"shape {list(variant.logits_shape)}")
+        return
+    if variant.first_logits is None:
+        result.add(name, True, measured=f"shape {list(logits.shape)}", bound="shape only (no published logits)")
+        return
+    expected = torch.tensor(variant.first_logits)
+    got = logits[0, :3] if expected.dim() == 1 else logits[0, :3, :3, :3]
+    delta = _max_abs(got, expected)
+    ok = delta <= VARIANT_ATOL
+    detail = f"first logits {[round(v, 4) for v in got.reshape(-1)[:3].tolist()]}"
+    if variant.predicted_class is not None:
+        predicted = int(logits.argmax(-1).item())
+        ok = ok and predicted == variant.predicted_class
+        detail += f"; class {predicted} (expected {variant.predicted_class})"
+    result.add(name, ok, measured=f"max |Δ| {delta:.2e}", bound=f"{VARIANT_ATOL:g}", detail=detail)
+
+
+# --- parity and round trip -----------------------------------------------------------------------
+
+
+def check_parity(
+    result: VerifyResult, model: Any, weights: dict[str, torch.Tensor], pixels: torch.Tensor, options: VerifyOptions
+) -> None:
+    from beit_tools.core.analysis import analyse
+    from beit_tools.core.reference import fpn_features, reference_forward
+
+    prov = result.provenance or {}
+    overrides = prov.get("overrides") or {}
+    use_ema = (prov.get("source") or {}).get("weights_from") == "model_ema"
+    analysis = analyse(
+        options.against,
+        trust_checkpoint=options.trust_checkpoint,
+        use_ema=use_ema,
+        image_size=overrides.get("image_size"),
+        num_heads=overrides.get("num_heads"),
+    )
+    arch = analysis.detection.arch
+    source = dict(analysis.checkpoint.iter_tensors(list(analysis.checkpoint.source_keys)))
+    half = any(t.dtype in (torch.float16, torch.bfloat16) for t in weights.values()) or any(
+        t.dtype in (torch.float16, torch.bfloat16) for t in source.values()
+    )
+    atol = options.atol if options.atol is not None else (HALF_ATOL if half else FP32_ATOL)
+    bound = f"{atol:g}" + (" (half precision)" if half and options.atol is None else "")
+    if pixels.shape[-1] != arch.image_size:
+        result.add(
+            "parity", False, detail=f"the source is built for {arch.image_size}px, the folder for {pixels.shape[-1]}px"
+        )
+        return
+    reference = reference_forward(source, arch, pixels)
+    with torch.no_grad():
+        outputs = model(pixel_values=pixels, output_hidden_states=True)
+    hidden = outputs.hidden_states
+    result.layers = [LayerDiff("embeddings", _max_abs(hidden[0], reference.hidden_states[0]))] + [
+        LayerDiff(f"block {i}", _max_abs(hidden[i + 1], reference.hidden_states[i + 1]))
+        for i in range(arch.num_hidden_layers)
+    ]
+    worst = max(result.layers, key=lambda d: d.max_abs)
+    first_bad = next((d.layer for d in result.layers if d.max_abs > atol), None)
+    result.add(
+        "parity: hidden states",
+        first_bad is None,
+        measured=f"max |Δ| {worst.max_abs:.2e} ({worst.layer})",
+        bound=bound,
+        detail=f"first exceeds the bound at {first_bad}" if first_bad else "every layer within bound",
+    )
+    if arch.family is not Family.SEGMENTATION:
+        delta = _max_abs(outputs.logits, reference.logits)
+        result.add(
+            "parity: logits",
+            delta <= atol,
+            measured=f"max |Δ| {delta:.2e}",
+            bound=bound,
+            detail=f"{arch.family.hf_class} vs the original on the source tensors",
+        )
+        return
+    _segmentation_parity(result, model, outputs, reference, arch, atol, bound, options.strict, fpn_features)
+
+
+def _segmentation_parity(result, model, outputs, reference, arch: Arch, atol, bound, strict, fpn_features) -> None:
+    """The head on the original's features must match; transformers' own feature choice is reported apart."""
+    batch = outputs.hidden_states[0].shape[0]
+    with torch.no_grad():
+        maps = tuple(
+            outputs.hidden_states[i + 1][:, 1:]
+            .transpose(1, 2)
+            .reshape(batch, arch.hidden_size, arch.window, arch.window)
+            for i in arch.out_indices
+        )
+        head_logits = model.decode_head(model.fpn(maps)) if hasattr(model, "fpn") else None
+    if head_logits is None:
+        result.checks.append(Check("parity: decode head", SKIP, detail="this transformers version has no model.fpn"))
+    else:
+        delta = _max_abs(head_logits, reference.logits)
+        result.add(
+            "parity: decode head",
+            delta <= atol,
+            measured=f"max |Δ| {delta:.2e}",
+            bound=bound,
+            detail=f"FPN + UperHead on the outputs of blocks {list(arch.out_indices)}, as the original",
+        )
+    delta = _max_abs(outputs.logits, reference.logits)
+    status = PASS if delta <= atol else FAIL if strict else WARN
+    result.checks.append(
+        Check(
+            "transformers feature indices",
+            status,
+            measured=f"max |Δ| {delta:.2e}",
+            bound=bound,
+            detail="known deviation: transformers feeds its FPN hidden_states[i-1] for i in out_indices "
+            f"({', '.join(transformers_feature_sources(arch))}), the original the outputs of blocks "
+            f"{list(arch.out_indices)}; --strict makes this fail",
+        )
+    )
+
+
+def transformers_feature_sources(arch: Arch) -> list[str]:
+    """What BeitForSemanticSegmentation actually feeds its FPN: hidden_states[i-1] of L+1 states."""
+    states = arch.num_hidden_layers + 1
+    names = []
+    for i in arch.out_indices:
+        j = (i - 1) % states
+        names.append("embeddings" if j == 0 else f"block {j - 1}")
+    return names
+
+
+def check_round_trip(result: VerifyResult, weights: dict[str, torch.Tensor], options: VerifyOptions) -> None:
+    from beit_tools.core.analysis import analyse
+    from beit_tools.core.convert import target_tensors
+
+    prov = result.provenance or {}
+    use_ema = (prov.get("source") or {}).get("weights_from") == "model_ema"
+    analysis = analyse(options.against, trust_checkpoint=options.trust_checkpoint, use_ema=use_ema)
+    some = next((t for t in weights.values() if t.is_floating_point()), None)
+    dtype = some.dtype if some is not None else torch.float32
+    targets = target_tensors(analysis.plan, dtype)
+    differing, absent = [], []
+    for key, tensor in analysis.checkpoint.iter_tensors(list(dict.fromkeys(t.source for t in targets))):
+        for t in (t for t in targets if t.source == key):
+            if t.key not in weights:
+                absent.append(t.key)
+            elif not torch.equal(weights[t.key], t.produce(tensor)):
+                differing.append(t.key)
+    extra = sorted(set(weights) - {t.key for t in targets})
+    ok = not (differing or absent or extra)
+    detail = "; ".join(
+        f"{label}: {', '.join(keys[:3])}{' …' if len(keys) > 3 else ''}"
+        for label, keys in (("differ", differing), ("absent", absent), ("not from the source", extra))
+        if keys
+    )
+    result.add(
+        "round trip",
+        ok,
+        measured=f"{len(targets) - len(differing) - len(absent)}/{len(targets)} bit-identical",
+        bound="all",
+        detail=detail or "every tensor equals its source after split/rename and cast",
+    )
+
+
+# --- entry point ---------------------------------------------------------------------------------
+
+
+def verify(options: VerifyOptions) -> VerifyResult:
+    out = options.output
+    if not out.exists():
+        raise BeitToolsError(f"no such folder: {out}", "pass the folder `beit-tools convert` wrote")
+    if not out.is_dir():
+        raise BeitToolsError(f"{out} is a file, not a converted model folder", "pass the folder convert wrote")
+    if options.against is not None and not options.against.exists():
+        raise BeitToolsError(f"no such file: {options.against}", "--against takes the source checkpoint")
+    result = VerifyResult(out)
+    result.provenance = read_provenance(result, out)
+    loaded = check_structure(result, out)
+    if loaded is None:
+        _skip_rest(result, options, "the model does not load")
+        return result
+    model, weights = loaded
+    pixels = check_function(result, model, out, options)
+    name = options.variant or (result.provenance or {}).get("variant")
+    if name:
+        check_expected(result, model, variant_by_name(name), options.image, explicit=options.variant is not None)
+    if options.against is not None:
+        check_parity(result, model, weights, pixels, options)
+        check_round_trip(result, weights, options)
+    else:
+        result.checks.append(Check("parity", SKIP, detail="give --against SOURCE to compare with the original"))
+    return result
+
+
+def _skip_rest(result: VerifyResult, options: VerifyOptions, why: str) -> None:
+    names = ["forward"] + (["parity", "round trip"] if options.against is not None else [])
+    result.checks += [Check(n, SKIP, detail=why) for n in names]
