@@ -1,4 +1,4 @@
-"""`make demo`: the pipeline on a small synthetic unilm checkpoint, offline, with the commands that exist."""
+"""`make demo`: inspect -> convert -> verify on a small synthetic unilm checkpoint, offline."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ def main() -> None:
     print(f"built a synthetic unilm training checkpoint: {source}")
     run("inspect", source)
     run("convert", source, "-o", DEMO / "out")
+    run("verify", DEMO / "out", "--against", source, "--save-visual", DEMO / "predictions.png")
     print(f"\nfolder: {sorted(p.name for p in (DEMO / 'out').iterdir())}")
 
 

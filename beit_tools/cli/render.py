@@ -287,7 +287,7 @@ def render_verify(result: VerifyResult) -> None:
         table.add_row(escape(c.name), f"[{style}]{c.status}[/]", escape(c.measured), escape(c.bound), escape(c.detail))
     console.print(table)
     if result.layers:
-        layers = Table(title="Hidden states vs the original", title_justify="left")
+        layers = Table(title="Hidden states vs the original", title_justify="left", min_width=40)
         layers.add_column("layer")
         layers.add_column("max |Δ|", justify="right")
         for d in result.layers:
