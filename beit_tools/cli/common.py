@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,11 +30,23 @@ def quiet_libraries() -> None:
     logging.getLogger("transformers").setLevel(logging.ERROR)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so every cleanup on the way out runs."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 @contextmanager
 def reported_errors(debug: bool) -> Iterator[None]:
-    """Turn failures into one line on stderr and exit 1; `--debug` re-raises for the traceback."""
+    """Turn failures into one line on stderr and exit 1; `--debug` re-raises for the traceback.
+
+    SIGINT and SIGTERM interrupt the command like an exception, so temporary output is removed.
+    """
     from beit_tools.errors import BeitToolsError
 
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         yield
     except typer.Exit:
@@ -43,9 +56,9 @@ def reported_errors(debug: bool) -> Iterator[None]:
             raise
         print_error(e.message, e.hint)
         raise typer.Exit(1) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print_error("interrupted; nothing was written", None)
-        raise typer.Exit(130) from None
+        raise typer.Exit(143 if isinstance(e, Terminated) else 130) from None
     except Exception as e:
         if debug:
             raise
@@ -54,3 +67,5 @@ def reported_errors(debug: bool) -> Iterator[None]:
             "rerun with --debug for the traceback, and please report it",
         )
         raise typer.Exit(1) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -61,14 +61,16 @@ def byte_progress(description: str) -> Iterator[tuple[Any, Any]]:
         TransferSpeedColumn,
     )
 
+    console = stderr()
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         DownloadColumn(),
         TransferSpeedColumn(),
         TimeRemainingColumn(),
-        console=stderr(),
+        console=console,
         transient=True,
+        disable=not console.is_terminal,
     )
     tasks: list[Any] = []
 

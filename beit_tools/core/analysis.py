@@ -41,9 +41,13 @@ def analyse(
     return Analysis(ckpt, detection, plan)
 
 
-def half_precision_warning(ckpt: Checkpoint) -> str | None:
-    """Half-precision sources convert losslessly, but compare with the original only to half precision."""
+def source_warnings(ckpt: Checkpoint) -> list[str]:
+    """What a user should know about the source whatever the command: how it was unpickled, its precision."""
+    out = []
+    if ckpt.loaded_with == "full pickle":
+        out.append("loaded with full pickle (--trust-checkpoint): code in the file, if any, has run")
     half = sorted({dtype_name(i.dtype) for i in ckpt.infos.values()} & set(HALF_PRECISION))
-    if not half:
-        return None
-    return f"{'/'.join(half)} weights: a converted model matches the original only to half precision"
+    if half:
+        # lossless to convert, but comparisons with an fp32 original hold only to half precision
+        out.append(f"{'/'.join(half)} weights: a converted model matches the original only to half precision")
+    return out

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from beit_tools.core.analysis import Analysis, analyse, dtype_name, half_precision_warning
+from beit_tools.core.analysis import Analysis, analyse, dtype_name, source_warnings
 from beit_tools.core.checkpoint import Checkpoint
 from beit_tools.core.labels import Labels, resolve_labels
 from beit_tools.core.plan import Plan
@@ -138,7 +138,7 @@ def convert(
     config = beit_config(arch, labels.id2label if labels else None, dtype)
     check_schema({t.key: t.shape for t in targets}, config)
 
-    warnings = [w for w in [half_precision_warning(ckpt)] if w]
+    warnings = source_warnings(ckpt)
     nonfinite: list[str] = []
 
     def read_checked(keys: list[str]):
@@ -149,8 +149,8 @@ def convert(
 
     digest = sha256_file(ckpt.path)
     total = sum(t.nbytes for t in targets)
-    on_start(total)
     with atomic_directory(options.output, options.overwrite) as tmp:
+        on_start(total)
         files = write_weights(tmp, targets, read_checked, options.max_shard_bytes, on_written)
         config.save_pretrained(tmp)
         write_json(tmp / "preprocessor_config.json", preprocessor_config(arch))

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from beit_tools.core.analysis import Analysis, analyse, dtype_name, half_precision_warning
+from beit_tools.core.analysis import Analysis, analyse, dtype_name, source_warnings
 from beit_tools.core.arch import Family
 from beit_tools.core.checkpoint import Checkpoint
 from beit_tools.core.labels import Labels, resolve_labels
@@ -138,13 +138,10 @@ def _sample(tensor: torch.Tensor) -> torch.Tensor:
 
 def warnings_for(analysis: Analysis) -> list[str]:
     ckpt, arch = analysis.checkpoint, analysis.detection.arch
-    out: list[str] = []
+    out = source_warnings(ckpt)
     floating = Counter(dtype_name(i.dtype) for i in ckpt.infos.values() if i.dtype.is_floating_point)
     if len(floating) > 1:
         out.append("mixed floating dtypes: " + ", ".join(f"{n} {d}" for d, n in floating.most_common()))
-    half = half_precision_warning(ckpt)
-    if half:
-        out.append(half)
     bad = [
         ckpt.source_keys[key]
         for key, tensor in ckpt.iter_tensors([k for k, i in ckpt.infos.items() if i.dtype.is_floating_point])

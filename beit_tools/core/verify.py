@@ -344,22 +344,35 @@ def check_expected(result: VerifyResult, model: Any, variant: Variant, image_pat
 # --- parity and round trip -----------------------------------------------------------------------
 
 
-def check_parity(
-    result: VerifyResult, model: Any, weights: dict[str, torch.Tensor], pixels: torch.Tensor, options: VerifyOptions
-) -> None:
+def analyse_source(result: VerifyResult, options: VerifyOptions) -> Any:
+    """Open `--against` as convert did (same container, same overrides); refuse a source convert would refuse."""
     from beit_tools.core.analysis import analyse
-    from beit_tools.core.reference import fpn_features, reference_forward
 
     prov = result.provenance or {}
     overrides = prov.get("overrides") or {}
-    use_ema = (prov.get("source") or {}).get("weights_from") == "model_ema"
     analysis = analyse(
         options.against,
         trust_checkpoint=options.trust_checkpoint,
-        use_ema=use_ema,
+        use_ema=(prov.get("source") or {}).get("weights_from") == "model_ema",
         image_size=overrides.get("image_size"),
         num_heads=overrides.get("num_heads"),
     )
+    problems = analysis.plan.problems(allow_unused=True)
+    if problems:
+        raise BeitToolsError(f"--against {options.against}: {problems[0]}", "give the checkpoint this folder came from")
+    return analysis
+
+
+def check_parity(
+    result: VerifyResult,
+    model: Any,
+    weights: dict[str, torch.Tensor],
+    pixels: torch.Tensor,
+    analysis: Any,
+    options: VerifyOptions,
+) -> None:
+    from beit_tools.core.reference import fpn_features, reference_forward
+
     arch = analysis.detection.arch
     source = dict(analysis.checkpoint.iter_tensors(list(analysis.checkpoint.source_keys)))
     half = any(t.dtype in (torch.float16, torch.bfloat16) for t in weights.values()) or any(
@@ -449,13 +462,9 @@ def transformers_feature_sources(arch: Arch) -> list[str]:
     return names
 
 
-def check_round_trip(result: VerifyResult, weights: dict[str, torch.Tensor], options: VerifyOptions) -> None:
-    from beit_tools.core.analysis import analyse
+def check_round_trip(result: VerifyResult, weights: dict[str, torch.Tensor], analysis: Any) -> None:
     from beit_tools.core.convert import target_tensors
 
-    prov = result.provenance or {}
-    use_ema = (prov.get("source") or {}).get("weights_from") == "model_ema"
-    analysis = analyse(options.against, trust_checkpoint=options.trust_checkpoint, use_ema=use_ema)
     some = next((t for t in weights.values() if t.is_floating_point()), None)
     dtype = some.dtype if some is not None else torch.float32
     targets = target_tensors(analysis.plan, dtype)
@@ -505,8 +514,9 @@ def verify(options: VerifyOptions) -> VerifyResult:
     if name:
         check_expected(result, model, variant_by_name(name), options.image, explicit=options.variant is not None)
     if options.against is not None:
-        check_parity(result, model, weights, pixels, options)
-        check_round_trip(result, weights, options)
+        analysis = analyse_source(result, options)
+        check_parity(result, model, weights, pixels, analysis, options)
+        check_round_trip(result, weights, analysis)
     else:
         result.checks.append(Check("parity", SKIP, detail="give --against SOURCE to compare with the original"))
     return result

@@ -156,20 +156,56 @@ def check_output(out: Path, overwrite: bool) -> None:
         raise BeitToolsError(f"output {out} already exists and is not empty", "pass --overwrite to replace it")
 
 
+OWNER_FILE = ".owner"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _claim(tmp: Path, out: Path) -> None:
+    """Create the working folder; it doubles as the lock that keeps two conversions off one output."""
+    try:
+        tmp.mkdir()
+    except FileExistsError:
+        try:
+            pid = int((tmp / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            pid = None
+        if pid is not None and pid != os.getpid() and _alive(pid):
+            raise BeitToolsError(
+                f"another beit-tools process (pid {pid}) is writing {out} now",
+                "wait for it to finish, or choose another -o",
+            ) from None
+        shutil.rmtree(tmp, ignore_errors=True)  # left by a run that was killed outright
+        tmp.mkdir()
+    (tmp / OWNER_FILE).write_text(str(os.getpid()))
+
+
 @contextmanager
 def atomic_directory(out: Path, overwrite: bool) -> Iterator[Path]:
-    """Yield a temporary sibling of `out`; on success it replaces `out`, on any failure it is removed."""
+    """Yield a hidden sibling of `out` to fill; on success it replaces `out`, on any failure it is removed."""
     check_output(out, overwrite)
     parent = out.parent
+    blocker = next((p for p in (parent, *parent.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise BeitToolsError(f"cannot write {out}: {blocker} is a file, not a folder", "choose another -o location")
+    tmp = parent / f".{out.name}.partial"
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        tmp = parent / f".{out.name}.partial-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
+        _claim(tmp, out)
     except OSError as e:
         raise _write_error(out, e) from e
     try:
         yield tmp
+        check_output(out, overwrite)  # something may have appeared there meanwhile
+        (tmp / OWNER_FILE).unlink()
         old = parent / f".{out.name}.old-{os.getpid()}"
         if out.exists():
             out.rename(old)
