@@ -171,3 +171,41 @@ def test_bfloat16_output_keeps_values_at_that_precision(tmp_path: Path) -> None:
     assert written["classifier.weight"].dtype == torch.bfloat16
     assert torch.equal(written["classifier.weight"], source["head.weight"].to(torch.bfloat16))
     assert transformers.BeitConfig.from_pretrained(out).dtype in ("bfloat16", torch.bfloat16)
+
+
+def _parity(out: Path, arch: Arch, source: dict[str, torch.Tensor]) -> float:
+    model = load_hf(out, arch)
+    x = pixels(arch)
+    with torch.no_grad():
+        ours = model(pixel_values=x).logits
+    return (ours - timm_outputs(arch, {k: v.float() for k, v in source.items()}, x)).abs().max().item()
+
+
+def test_bfloat16_source(tmp_path: Path) -> None:
+    spec = default_spec(tiny_arch(Family.CLASSIFICATION)).with_(dtype=torch.bfloat16)
+    out = convert_spec(tmp_path, spec)
+    assert load_file(str(out / "model.safetensors"))["classifier.weight"].dtype == torch.bfloat16
+    assert _parity(out, spec.arch, make_state_dict(spec.arch, spec.seed, torch.bfloat16)) <= ATOL
+
+
+def test_legacy_format_source(tmp_path: Path) -> None:
+    spec = default_spec(tiny_arch(Family.MIM)).with_(training_extras=True)
+    source = write_synthetic(tmp_path / "legacy.pth", spec, legacy=True)
+    convert(ConvertOptions(source, tmp_path / "out"))
+    assert _parity(tmp_path / "out", spec.arch, make_state_dict(spec.arch, spec.seed)) <= ATOL
+
+
+def test_non_contiguous_and_shared_storages(tmp_path: Path) -> None:
+    """Transposed views and tensors sharing one storage, as torch.save keeps them, convert faithfully."""
+    arch = tiny_arch(Family.CLASSIFICATION)
+    sd = make_state_dict(arch)
+    stored = dict(sd)
+    for i in range(arch.num_hidden_layers):
+        qkv = f"blocks.{i}.attn.qkv.weight"
+        stored[qkv] = sd[qkv].t().contiguous().t()  # same values, column-major storage
+        assert not stored[qkv].is_contiguous()
+        both = torch.stack((sd[f"blocks.{i}.attn.q_bias"], sd[f"blocks.{i}.attn.v_bias"]))
+        stored[f"blocks.{i}.attn.q_bias"], stored[f"blocks.{i}.attn.v_bias"] = both[0], both[1]  # one storage
+    torch.save({"model": stored}, tmp_path / "views.pth")
+    convert(ConvertOptions(tmp_path / "views.pth", tmp_path / "out"))
+    assert _parity(tmp_path / "out", arch, sd) <= ATOL
