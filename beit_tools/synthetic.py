@@ -76,6 +76,23 @@ def tiny_arch(family: Family, **overrides: Any) -> Arch:
     return Arch(**base)
 
 
+def tiny_abs_pos_arch(family: Family, **overrides: Any) -> Arch:
+    """The pt1k_800ep / DiT style: absolute pos_embed, no relative table, no layer scale.
+
+    Without a table the head count follows the 64-dimensional-head convention, so the width is 128.
+    """
+    base: dict[str, Any] = dict(
+        use_relative_position_bias=False,
+        use_shared_relative_position_bias=False,
+        use_absolute_position_embeddings=True,
+        layer_scale=False,
+        hidden_size=128,
+        num_attention_heads=2,
+        intermediate_size=256,
+    )
+    return tiny_arch(family, **(base | overrides))
+
+
 def make_state_dict(
     arch: Arch, seed: int = 0, dtype: torch.dtype = torch.float32, save_index: bool = True
 ) -> dict[str, torch.Tensor]:

@@ -8,7 +8,7 @@ from beit_tools.core.arch import Arch, Family, default_out_indices, relative_pos
 from beit_tools.core.checkpoint import TensorInfo
 from beit_tools.core.detect import detect
 from beit_tools.errors import BeitToolsError
-from beit_tools.synthetic import make_state_dict, mmseg_meta, tiny_arch
+from beit_tools.synthetic import make_state_dict, mmseg_meta, tiny_abs_pos_arch, tiny_arch
 
 
 def infos_of(arch: Arch) -> dict[str, TensorInfo]:
@@ -19,14 +19,7 @@ ARCHS = {
     "classification": tiny_arch(Family.CLASSIFICATION),
     "cls-pooling": tiny_arch(Family.CLASSIFICATION, use_mean_pooling=False, image_size=48),
     "mim": tiny_arch(Family.MIM),
-    "mim-abs-pos": tiny_arch(
-        Family.MIM,
-        use_shared_relative_position_bias=False,
-        use_absolute_position_embeddings=True,
-        layer_scale=False,
-        hidden_size=128,
-        intermediate_size=256,
-    ),
+    "mim-abs-pos": tiny_abs_pos_arch(Family.MIM),
     "segmentation": tiny_arch(Family.SEGMENTATION),
 }
 

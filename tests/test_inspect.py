@@ -18,6 +18,7 @@ from beit_tools.synthetic import (
     make_state_dict,
     save_checkpoint,
     save_safetensors,
+    tiny_abs_pos_arch,
     tiny_arch,
     write_synthetic,
 )
@@ -79,14 +80,7 @@ def test_container_and_loading_facts(invoke, tmp_path: Path) -> None:
 
 
 def test_rich_report_shows_evidence_and_conventions(invoke, tmp_path: Path) -> None:
-    arch = tiny_arch(
-        Family.MIM,
-        use_shared_relative_position_bias=False,
-        use_absolute_position_embeddings=True,
-        layer_scale=False,
-        hidden_size=128,
-        intermediate_size=256,
-    )
+    arch = tiny_abs_pos_arch(Family.MIM)
     result = invoke("inspect", write_synthetic(tmp_path / "pt.pth", default_spec(arch)))
     assert result.exit_code == 0
     out = result.stdout

@@ -17,12 +17,17 @@ from safetensors.torch import load_file, save_file
 
 from beit_tools.core.arch import Arch, Family
 from beit_tools.core.convert import ConvertOptions, convert
-from beit_tools.synthetic import SyntheticSpec, default_spec, make_state_dict, tiny_arch, write_synthetic
+from beit_tools.synthetic import (
+    SyntheticSpec,
+    default_spec,
+    make_state_dict,
+    tiny_abs_pos_arch,
+    tiny_arch,
+    write_synthetic,
+)
 from tests.reference_timm import timm_block_outputs, timm_model, timm_outputs
 
 ATOL = 1e-4
-# Without a relative position table the head count follows the dh = 64 convention.
-HEAD_DIM_64 = {"hidden_size": 128, "num_attention_heads": 2, "intermediate_size": 256}
 
 
 def load_hf(out: Path, arch: Arch) -> torch.nn.Module:
@@ -55,22 +60,10 @@ def convert_spec(tmp_path: Path, spec: SyntheticSpec, **options: object) -> Path
     return out
 
 
-def abs_pos_no_layer_scale(family: Family) -> Arch:
-    """The pt1k_800ep / DiT style: absolute pos_embed, no relative table, no gammas."""
-    return tiny_arch(
-        family,
-        use_relative_position_bias=False,
-        use_shared_relative_position_bias=False,
-        use_absolute_position_embeddings=True,
-        layer_scale=False,
-        **HEAD_DIM_64,
-    )
-
-
 CASES = {
     "classification-mean": lambda: default_spec(tiny_arch(Family.CLASSIFICATION)),
     "classification-cls-pooling": lambda: default_spec(tiny_arch(Family.CLASSIFICATION, use_mean_pooling=False)),
-    "classification-abs-pos-no-layer-scale": lambda: default_spec(abs_pos_no_layer_scale(Family.CLASSIFICATION)),
+    "classification-abs-pos-no-layer-scale": lambda: default_spec(tiny_abs_pos_arch(Family.CLASSIFICATION)),
     "classification-384-style-window": lambda: default_spec(tiny_arch(Family.CLASSIFICATION, image_size=48)),
     "classification-module-container": lambda: default_spec(tiny_arch(Family.CLASSIFICATION)).with_(
         container="module", key_prefix="module."
@@ -80,7 +73,7 @@ CASES = {
     ),
     "classification-fp16-source": lambda: default_spec(tiny_arch(Family.CLASSIFICATION)).with_(dtype=torch.float16),
     "mim-shared-table": lambda: default_spec(tiny_arch(Family.MIM)),
-    "mim-abs-pos-no-layer-scale": lambda: default_spec(abs_pos_no_layer_scale(Family.MIM)),
+    "mim-abs-pos-no-layer-scale": lambda: default_spec(tiny_abs_pos_arch(Family.MIM)),
 }
 
 

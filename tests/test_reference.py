@@ -7,30 +7,17 @@ import torch
 
 from beit_tools.core.arch import Family
 from beit_tools.core.reference import reference_forward
-from beit_tools.synthetic import make_state_dict, tiny_arch
+from beit_tools.synthetic import make_state_dict, tiny_abs_pos_arch, tiny_arch
 from tests.reference_timm import timm_block_outputs, timm_model, timm_outputs
 
 ATOL = 1e-5
-HEAD_DIM_64 = {"hidden_size": 128, "num_attention_heads": 2, "intermediate_size": 256}
 
 ARCHS = {
     "classification-mean": tiny_arch(Family.CLASSIFICATION),
     "classification-cls": tiny_arch(Family.CLASSIFICATION, use_mean_pooling=False, image_size=48),
-    "classification-abs-pos": tiny_arch(
-        Family.CLASSIFICATION,
-        use_relative_position_bias=False,
-        use_absolute_position_embeddings=True,
-        layer_scale=False,
-        **HEAD_DIM_64,
-    ),
+    "classification-abs-pos": tiny_abs_pos_arch(Family.CLASSIFICATION),
     "mim-shared": tiny_arch(Family.MIM),
-    "mim-abs-pos": tiny_arch(
-        Family.MIM,
-        use_shared_relative_position_bias=False,
-        use_absolute_position_embeddings=True,
-        layer_scale=False,
-        **HEAD_DIM_64,
-    ),
+    "mim-abs-pos": tiny_abs_pos_arch(Family.MIM),
 }
 
 

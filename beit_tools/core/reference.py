@@ -111,13 +111,18 @@ def _resize(x: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
-def fpn_features(states: list[torch.Tensor], sd: Tensors, arch: Arch) -> list[torch.Tensor]:
-    """The four multi-scale maps of the unilm BEiT backbone: blocks `out_indices` at ×4, ×2, ×1, ×½."""
+def token_maps(states: list[torch.Tensor], arch: Arch) -> list[torch.Tensor]:
+    """The outputs of blocks `out_indices` as [B, D, W, W] maps (CLS dropped), as the original takes them."""
     batch = states[0].shape[0]
-    maps = [
+    return [
         states[i + 1][:, 1:].transpose(1, 2).reshape(batch, arch.hidden_size, arch.window, arch.window)
         for i in arch.out_indices
     ]
+
+
+def fpn_features(states: list[torch.Tensor], sd: Tensors, arch: Arch) -> list[torch.Tensor]:
+    """The four multi-scale maps of the unilm BEiT backbone: blocks `out_indices` at ×4, ×2, ×1, ×½."""
+    maps = token_maps(states, arch)
     up = F.conv_transpose2d(maps[0], sd["fpn1.0.weight"], sd["fpn1.0.bias"], stride=2)
     up = F.gelu(_bn(up, sd, "fpn1.1"))
     first = F.conv_transpose2d(up, sd["fpn1.3.weight"], sd["fpn1.3.bias"], stride=2)

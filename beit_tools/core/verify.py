@@ -26,6 +26,7 @@ from beit_tools.errors import BeitToolsError
 
 FP32_ATOL = 1e-4
 HALF_ATOL = 1e-2  # weights rounded to 16 bits move outputs by about 1e-3
+HALF_DTYPES = (torch.float16, torch.bfloat16)
 PASS, FAIL, WARN, SKIP = "pass", "fail", "warn", "skip"
 
 
@@ -67,6 +68,9 @@ class VerifyResult:
     def add(self, name: str, ok: bool, measured: str = "", bound: str = "", detail: str = "") -> bool:
         self.checks.append(Check(name, PASS if ok else FAIL, measured, bound, detail))
         return ok
+
+    def within(self, name: str, delta: float, atol: float, bound: str, detail: str) -> bool:
+        return self.add(name, delta <= atol, measured=f"max |Δ| {delta:.2e}", bound=bound, detail=detail)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -371,13 +375,11 @@ def check_parity(
     analysis: Any,
     options: VerifyOptions,
 ) -> None:
-    from beit_tools.core.reference import fpn_features, reference_forward
+    from beit_tools.core.reference import reference_forward
 
     arch = analysis.detection.arch
     source = dict(analysis.checkpoint.iter_tensors(list(analysis.checkpoint.source_keys)))
-    half = any(t.dtype in (torch.float16, torch.bfloat16) for t in weights.values()) or any(
-        t.dtype in (torch.float16, torch.bfloat16) for t in source.values()
-    )
+    half = any(t.dtype in HALF_DTYPES for t in (*weights.values(), *source.values()))
     atol = options.atol if options.atol is not None else (HALF_ATOL if half else FP32_ATOL)
     bound = f"{atol:g}" + (" (half precision)" if half and options.atol is None else "")
     if pixels.shape[-1] != arch.image_size:
@@ -388,10 +390,10 @@ def check_parity(
     reference = reference_forward(source, arch, pixels)
     with torch.no_grad():
         outputs = model(pixel_values=pixels, output_hidden_states=True)
-    hidden = outputs.hidden_states
-    result.layers = [LayerDiff("embeddings", _max_abs(hidden[0], reference.hidden_states[0]))] + [
-        LayerDiff(f"block {i}", _max_abs(hidden[i + 1], reference.hidden_states[i + 1]))
-        for i in range(arch.num_hidden_layers)
+    names = ["embeddings", *(f"block {i}" for i in range(arch.num_hidden_layers))]
+    result.layers = [
+        LayerDiff(name, _max_abs(ours, original))
+        for name, ours, original in zip(names, outputs.hidden_states, reference.hidden_states, strict=True)
     ]
     worst = max(result.layers, key=lambda d: d.max_abs)
     first_bad = next((d.layer for d in result.layers if d.max_abs > atol), None)
@@ -404,39 +406,22 @@ def check_parity(
     )
     if arch.family is not Family.SEGMENTATION:
         delta = _max_abs(outputs.logits, reference.logits)
-        result.add(
-            "parity: logits",
-            delta <= atol,
-            measured=f"max |Δ| {delta:.2e}",
-            bound=bound,
-            detail=f"{arch.family.hf_class} vs the original on the source tensors",
-        )
+        result.within("parity: logits", delta, atol, bound, f"{arch.family.hf_class} vs the original on the source")
         return
-    _segmentation_parity(result, model, outputs, reference, arch, atol, bound, options.strict, fpn_features)
+    _segmentation_parity(result, model, outputs, reference, arch, atol, bound, options.strict)
 
 
-def _segmentation_parity(result, model, outputs, reference, arch: Arch, atol, bound, strict, fpn_features) -> None:
+def _segmentation_parity(result, model, outputs, reference, arch: Arch, atol, bound, strict) -> None:
     """The head on the original's features must match; transformers' own feature choice is reported apart."""
-    batch = outputs.hidden_states[0].shape[0]
-    with torch.no_grad():
-        maps = tuple(
-            outputs.hidden_states[i + 1][:, 1:]
-            .transpose(1, 2)
-            .reshape(batch, arch.hidden_size, arch.window, arch.window)
-            for i in arch.out_indices
-        )
-        head_logits = model.decode_head(model.fpn(maps)) if hasattr(model, "fpn") else None
-    if head_logits is None:
-        result.checks.append(Check("parity: decode head", SKIP, detail="this transformers version has no model.fpn"))
+    from beit_tools.core.reference import token_maps
+
+    if hasattr(model, "fpn"):
+        with torch.no_grad():
+            head_logits = model.decode_head(model.fpn(tuple(token_maps(list(outputs.hidden_states), arch))))
+        detail = f"FPN + UperHead on the outputs of blocks {list(arch.out_indices)}, as the original"
+        result.within("parity: decode head", _max_abs(head_logits, reference.logits), atol, bound, detail)
     else:
-        delta = _max_abs(head_logits, reference.logits)
-        result.add(
-            "parity: decode head",
-            delta <= atol,
-            measured=f"max |Δ| {delta:.2e}",
-            bound=bound,
-            detail=f"FPN + UperHead on the outputs of blocks {list(arch.out_indices)}, as the original",
-        )
+        result.checks.append(Check("parity: decode head", SKIP, detail="this transformers version has no model.fpn"))
     delta = _max_abs(outputs.logits, reference.logits)
     status = PASS if delta <= atol else FAIL if strict else WARN
     result.checks.append(
