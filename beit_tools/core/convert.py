@@ -118,17 +118,7 @@ def convert(
         num_heads=options.num_heads,
     )
     ckpt, arch, plan = analysis.checkpoint, analysis.detection.arch, analysis.plan
-    problems = plan.problems(allow_unused=options.allow_unused)
-    if problems:
-        more = (
-            f" (and {len(problems) - 1} more problem(s); `beit-tools inspect` lists them)" if len(problems) > 1 else ""
-        )
-        hint = (
-            "pass --allow-unused to leave them out"
-            if problems[0].startswith(f"{len(plan.unused)} tensor")
-            else ("the file is incomplete or not a standard BEiT layout; fetch or export it again")
-        )
-        raise BeitToolsError(problems[0] + more, hint)
+    plan.require_convertible(allow_unused=options.allow_unused)
 
     labels = resolve_labels(arch, ckpt.meta.get("classes"), options.labels_file)
     if options.dtype is not None and options.dtype not in DTYPES:

@@ -120,6 +120,20 @@ class Plan:
             out.append(f"{len(self.unused)} tensor(s) have no place in the converted model: {names}{more}")
         return out
 
+    def require_convertible(self, *, allow_unused: bool = False, context: str = "") -> None:
+        """Raise the first problem as a one-line error (with a count of the rest), if there is any."""
+        problems = self.problems(allow_unused=allow_unused)
+        if not problems:
+            return
+        more = f" (and {len(problems) - 1} more; `beit-tools inspect` lists them)" if len(problems) > 1 else ""
+        only_unused = not (self.conflicts or self.missing or self.wrong_shapes or self.index_mismatches)
+        hint = (
+            "pass --allow-unused to leave them out"
+            if only_unused
+            else "the file is incomplete or not a standard BEiT layout; fetch or export it again"
+        )
+        raise BeitToolsError(f"{context}{problems[0]}{more}", hint)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "hf_class": self.arch.family.hf_class,

@@ -361,9 +361,7 @@ def analyse_source(result: VerifyResult, options: VerifyOptions) -> Any:
         image_size=overrides.get("image_size"),
         num_heads=overrides.get("num_heads"),
     )
-    problems = analysis.plan.problems(allow_unused=True)
-    if problems:
-        raise BeitToolsError(f"--against {options.against}: {problems[0]}", "give the checkpoint this folder came from")
+    analysis.plan.require_convertible(allow_unused=True, context=f"--against {options.against}: ")
     return analysis
 
 
