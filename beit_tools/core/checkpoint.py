@@ -94,14 +94,10 @@ class Checkpoint:
 
     def tensor(self, key: str) -> torch.Tensor:
         """The tensor's data; reads it from disk only now for lazy formats."""
-        if self._safetensors_path is not None:
-            from safetensors import safe_open
-
-            with safe_open(str(self._safetensors_path), framework="pt") as f:
-                return f.get_tensor(self.source_keys[key])
-        return self._tensors[key]
+        return next(self.iter_tensors([key]))[1]
 
     def iter_tensors(self, keys: list[str]) -> Iterator[tuple[str, torch.Tensor]]:
+        """(canonical key, tensor) for `keys`, reading a safetensors source once for all of them."""
         if self._safetensors_path is not None:
             from safetensors import safe_open
 
