@@ -227,3 +227,24 @@ def test_cli_exit_codes_json_and_bad_input(invoke, tmp_path: Path) -> None:
     missing = invoke("verify", tmp_path / "nowhere")
     assert missing.exit_code == 1 and missing.stderr.startswith("error: no such folder")
     assert missing.stderr.count("\n") == 1
+
+
+def test_against_a_different_file_than_the_recorded_source(tmp_path: Path) -> None:
+    _, out = converted(tmp_path)
+    other = write_synthetic(tmp_path / "other.pth", default_spec(tiny_arch(Family.CLASSIFICATION)).with_(seed=7))
+    result = verify(VerifyOptions(out, against=other))
+    provenance = check(result, "provenance")
+    assert provenance.status == "fail" and provenance.detail == "--against is not the file this was converted from"
+    assert statuses(result)["parity: logits"] == "fail"
+
+
+def test_unreadable_provenance_and_inconsistent_dtype(tmp_path: Path) -> None:
+    _, out = converted(tmp_path)
+    (out / "provenance.json").write_text("{ half written")
+    edit_config(out, dtype="float16")
+    result = verify(VerifyOptions(out))
+    assert check(result, "provenance").status == "fail"
+    parameters = check(result, "parameters")
+    assert parameters.status == "fail" and parameters.bound == "one dtype = config's float16"
+    (out / "provenance.json").unlink()
+    assert check(verify(VerifyOptions(out)), "provenance").status == "warn"

@@ -302,6 +302,8 @@ def render_verify(result: VerifyResult) -> None:
         for n, p in enumerate(result.predictions, start=1):
             preds.add_row(str(n), str(p.index), escape(p.label), f"{p.score:.4f}")
         console.print(preds)
+    if result.picture is not None:
+        console.print(f"picture: {escape(str(result.picture))}")
     failed = [c.name for c in result.checks if c.status == "fail"]
     if failed:
         console.print(f"[bold red]✗ {len(failed)} check(s) failed:[/] {escape(', '.join(failed))}")

@@ -60,6 +60,7 @@ class VerifyResult:
     predictions: list[Prediction] = field(default_factory=list)
     prediction_kind: str = ""
     provenance: dict[str, Any] | None = None
+    picture: Path | None = None
 
     @property
     def passed(self) -> bool:
@@ -79,6 +80,7 @@ class VerifyResult:
             "checks": [asdict(c) for c in self.checks],
             "layers": [asdict(layer) for layer in self.layers],
             "predictions": {"kind": self.prediction_kind, "top": [asdict(p) for p in self.predictions]},
+            "picture": str(self.picture) if self.picture else None,
         }
 
 
@@ -198,7 +200,15 @@ def check_structure(result: VerifyResult, out: Path) -> tuple[Any, dict[str, tor
     weights = load_weights(files)
     dtypes = sorted({str(t.dtype).removeprefix("torch.") for t in weights.values() if t.is_floating_point()})
     params = sum(t.numel() for t in weights.values() if t.is_floating_point())
-    result.add("parameters", True, measured=f"{params / 1e6:.2f}M, {'/'.join(dtypes)}")
+    declared = str(config.dtype).removeprefix("torch.") if getattr(config, "dtype", None) else None
+    consistent = len(dtypes) == 1 and declared in (None, dtypes[0])
+    result.add(
+        "parameters",
+        consistent,
+        measured=f"{params / 1e6:.2f}M, {'/'.join(dtypes)}",
+        bound=f"one dtype = config's {declared}" if declared else "one dtype",
+        detail="" if consistent else "the weights' dtypes disagree with each other or with config.json",
+    )
     nonfinite = [k for k, t in weights.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
     result.add(
         "finite weights", not nonfinite, measured=f"{len(nonfinite)} with NaN/Inf", detail=", ".join(nonfinite[:4])
@@ -206,24 +216,46 @@ def check_structure(result: VerifyResult, out: Path) -> tuple[Any, dict[str, tor
     return model.eval(), weights
 
 
-def read_provenance(result: VerifyResult, out: Path) -> dict[str, Any] | None:
+def load_provenance(out: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """provenance.json's content, or why it cannot be read (None, None when there is none)."""
     path = out / PROVENANCE_NAME
     if not path.exists():
+        return None, None
+    try:
+        data = json.loads(path.read_text())
+        if not isinstance(data.get("source"), dict):
+            raise KeyError("source")
+    except (json.JSONDecodeError, KeyError, AttributeError) as e:
+        return None, f"provenance.json is unreadable ({type(e).__name__})"
+    return data, None
+
+
+def check_provenance(result: VerifyResult, out: Path, against: Path | None) -> None:
+    """Show where the folder came from; with `against`, require that file to be the recorded source."""
+    data, problem = load_provenance(out)
+    if problem:
+        result.add("provenance", False, detail=problem)
+        return
+    if data is None:
         result.checks.append(Check("provenance", WARN, detail="no provenance.json: the source cannot be traced"))
-        return None
-    data = json.loads(path.read_text())
-    source = data.get("source", {})
-    versions = data.get("versions", {})
-    result.checks.append(
-        Check(
-            "provenance",
-            PASS,
-            measured=f"sha256 {str(source.get('sha256', '?'))[:12]}…",
-            detail=f"{source.get('path') or source.get('url')}; beit-tools {versions.get('beit_tools')}, "
-            f"transformers {versions.get('transformers')}, {data.get('created')}",
-        )
+        return
+    source, versions = data["source"], data.get("versions", {})
+    recorded = str(source.get("sha256"))
+    traced = (
+        f"from {Path(str(source.get('path') or source.get('url'))).name}, {str(data.get('created'))[:10]}, "
+        f"beit-tools {versions.get('beit_tools')}, transformers {versions.get('transformers')}"
     )
-    return data
+    if against is None:
+        result.add("provenance", True, measured=f"sha256 {recorded[:12]}…", detail=traced)
+        return
+    from beit_tools.core.provenance import sha256_file
+
+    actual = sha256_file(against)
+    same = actual == recorded
+    detail = (
+        f"--against is the recorded source: {traced}" if same else "--against is not the file this was converted from"
+    )
+    result.add("provenance", same, measured=f"sha256 {actual[:12]}…", bound=f"sha256 {recorded[:12]}…", detail=detail)
 
 
 # --- function ------------------------------------------------------------------------------------
@@ -295,7 +327,7 @@ def _save_visual(result: VerifyResult, config: Any, image: Any, logits: torch.Te
         segmentation_picture(image, logits.argmax(0).tolist(), logits.shape[0], path)
     else:
         bars_picture([(p.label, p.score) for p in result.predictions], result.prediction_kind, path)
-    result.checks.append(Check("picture", PASS, detail=str(path)))
+    result.picture = path
 
 
 # --- expected logits -----------------------------------------------------------------------------
@@ -348,11 +380,11 @@ def check_expected(result: VerifyResult, model: Any, variant: Variant, image_pat
 # --- parity and round trip -----------------------------------------------------------------------
 
 
-def analyse_source(result: VerifyResult, options: VerifyOptions) -> Any:
+def analyse_source(options: VerifyOptions, provenance: dict[str, Any] | None) -> Any:
     """Open `--against` as convert did (same container, same overrides); refuse a source convert would refuse."""
     from beit_tools.core.analysis import analyse
 
-    prov = result.provenance or {}
+    prov = provenance or {}
     overrides = prov.get("overrides") or {}
     analysis = analyse(
         options.against,
@@ -486,7 +518,10 @@ def verify(options: VerifyOptions) -> VerifyResult:
     if options.against is not None and not options.against.exists():
         raise BeitToolsError(f"no such file: {options.against}", "--against takes the source checkpoint")
     result = VerifyResult(out)
-    result.provenance = read_provenance(result, out)
+    result.provenance, _ = load_provenance(out)
+    # A bad source is bad input: refuse it in one line before any check runs.
+    analysis = analyse_source(options, result.provenance) if options.against is not None else None
+    check_provenance(result, out, options.against)
     loaded = check_structure(result, out)
     if loaded is None:
         _skip_rest(result, options, "the model does not load")
@@ -496,8 +531,7 @@ def verify(options: VerifyOptions) -> VerifyResult:
     name = options.variant or (result.provenance or {}).get("variant")
     if name:
         check_expected(result, model, variant_by_name(name), options.image, explicit=options.variant is not None)
-    if options.against is not None:
-        analysis = analyse_source(result, options)
+    if analysis is not None:
         check_parity(result, model, weights, pixels, analysis, options)
         check_round_trip(result, weights, analysis)
     else:
