@@ -84,3 +84,17 @@ def test_console_script_runs(checkpoint: Path, tmp_path: Path) -> None:
     assert "wrote" in done.stdout
     bad = subprocess.run([exe, "convert", tmp_path / "nope.pth"], capture_output=True, text=True, env=env)
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize(
+    ("command", "phrase"),
+    [
+        ("convert", "(default: the source's)"),
+        ("verify", "(default: a synthetic one)"),
+        ("inspect", "exactly what `convert` would do"),
+    ],
+)
+def test_help_texts_render_in_full(invoke, command: str, phrase: str) -> None:
+    result = invoke(command, "--help")
+    assert result.exit_code == 0
+    assert phrase in " ".join(result.stdout.replace("│", " ").split())

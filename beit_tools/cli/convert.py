@@ -29,7 +29,7 @@ def parse_size(text: str) -> int:
 def convert(
     source: Path = typer.Argument(..., help="The unilm checkpoint: .pth/.pt/.bin (torch) or .safetensors."),
     output: Path = typer.Option(Path("out"), "--output", "-o", help="Folder to create (default ./out)."),
-    dtype: DType | None = typer.Option(None, "--dtype", help="Weights dtype of the output [default: the source's]."),
+    dtype: DType | None = typer.Option(None, "--dtype", help="Weights dtype of the output (default: the source's)."),
     labels: Path | None = typer.Option(
         None, "--labels", help="Class names: JSON {id: name} or list, or one name per line."
     ),

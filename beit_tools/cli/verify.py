@@ -14,13 +14,13 @@ def verify(
     against: Path | None = typer.Option(
         None, "--against", help="The source checkpoint: parity with the original architecture, and round trip."
     ),
-    image: Path | None = typer.Option(None, "--image", help="Image for the forward pass [default: a synthetic one]."),
+    image: Path | None = typer.Option(None, "--image", help="Image for the forward pass (default: a synthetic one)."),
     top: int = typer.Option(5, "--top", min=1, help="How many predictions to show."),
     variant: str | None = typer.Option(
         None, "--variant", help="Official checkpoint name (e.g. base-ft22kto1k): also check its known logits."
     ),
     atol: float | None = typer.Option(
-        None, "--atol", min=0.0, help="Parity bound [default: 1e-4 in fp32, 1e-2 with half-precision weights]."
+        None, "--atol", min=0.0, help="Parity bound (default: 1e-4 in fp32, 1e-2 with half-precision weights)."
     ),
     strict: bool = typer.Option(False, "--strict", help="Fail on known transformers deviations too."),
     save_visual: Path | None = typer.Option(None, "--save-visual", help="Write a PNG of the predictions."),
