@@ -2,7 +2,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test lint demo bench clean
+.PHONY: install test lint demo bench compat clean
 
 install: ## create .venv and install beit-tools with its dev extras (pinned by constraints.txt)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,12 @@ demo: ## inspect -> convert -> verify -> push --dry-run on a small synthetic che
 
 bench: ## conversion time and peak memory on a BEiT-large-sized synthetic checkpoint
 	$(BIN)/python scripts/bench.py
+
+compat: ## the converted folders load and compute right in transformers 4.x (a second venv, .venv-4x)
+	test -x .venv-4x/bin/python || $(PYTHON) -m venv .venv-4x
+	.venv-4x/bin/python -m pip install --quiet torch==2.13.0 'transformers>=4.46,<5' safetensors pillow
+	$(BIN)/python scripts/compat.py prepare build/compat
+	.venv-4x/bin/python scripts/compat.py check build/compat
 
 clean:
 	rm -rf demo build .pytest_cache .ruff_cache
