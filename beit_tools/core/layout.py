@@ -85,27 +85,24 @@ BLOCK = (
 )
 
 
-def _conv_module(prefix: str, out_ch: Callable[[Arch], int], in_ch: Callable[[Arch], int], k: int) -> tuple[Slot, ...]:
-    """An mmseg ConvModule: bias-free conv followed by BatchNorm."""
-    slots = [Slot(f"{prefix}.conv.weight", lambda a: (out_ch(a), in_ch(a), k, k))]
-    slots += [
-        Slot(f"{prefix}.bn.{s}", lambda a, s=s: () if s == "num_batches_tracked" else (out_ch(a),)) for s in BN_STATS
-    ]
-    return tuple(slots)
-
-
-def _bn(prefix: str) -> tuple[Slot, ...]:
-    return tuple(
-        Slot(f"{prefix}.{s}", lambda a, s=s: () if s == "num_batches_tracked" else (a.hidden_size,)) for s in BN_STATS
-    )
-
-
-def _dd(a: Arch) -> int:
+def _hidden(a: Arch) -> int:
     return a.hidden_size
 
 
-def _ca(a: Arch) -> int:
+def _aux_channels(a: Arch) -> int:
     return a.auxiliary_channels
+
+
+def _bn(prefix: str, channels: Callable[[Arch], int] = _hidden) -> tuple[Slot, ...]:
+    """BatchNorm statistics and affine parameters (`num_batches_tracked` is a scalar)."""
+    return tuple(
+        Slot(f"{prefix}.{s}", lambda a, s=s: () if s == "num_batches_tracked" else (channels(a),)) for s in BN_STATS
+    )
+
+
+def _conv_module(prefix: str, out_ch: Callable[[Arch], int], in_ch: Callable[[Arch], int], k: int) -> tuple[Slot, ...]:
+    """An mmseg ConvModule: bias-free conv followed by BatchNorm."""
+    return (Slot(f"{prefix}.conv.weight", lambda a: (out_ch(a), in_ch(a), k, k)), *_bn(f"{prefix}.bn", out_ch))
 
 
 def _deconv(prefix: str) -> tuple[Slot, ...]:
@@ -120,20 +117,21 @@ def _when(slots: tuple[Slot, ...], cond: Callable[[Arch], bool]) -> tuple[Slot, 
     return tuple(Slot(s.key, s.shape, lambda a, w=s.when: cond(a) and w(a), s.optional) for s in slots)
 
 
-MAX_EXTRA_CONVS = 4  # enough for any mmseg FCNHead/psp configuration in practice
+MAX_AUX_CONVS = 4  # FCNHead convs the layout checks; more are still converted, unchecked here
+MAX_POOL_SCALES = 8
 
 AUXILIARY_HEAD = _when(
     (
         *(
             s
-            for n in range(MAX_EXTRA_CONVS)
+            for n in range(MAX_AUX_CONVS)
             for s in _when(
-                _conv_module(f"auxiliary_head.convs.{n}", _ca, _dd if n == 0 else _ca, 3),
+                _conv_module(f"auxiliary_head.convs.{n}", _aux_channels, _hidden if n == 0 else _aux_channels, 3),
                 lambda a, n=n: a.auxiliary_num_convs > n,
             )
         ),
         *_when(
-            _conv_module("auxiliary_head.conv_cat", _ca, lambda a: a.hidden_size + a.auxiliary_channels, 3),
+            _conv_module("auxiliary_head.conv_cat", _aux_channels, lambda a: a.hidden_size + a.auxiliary_channels, 3),
             lambda a: a.auxiliary_concat_input,
         ),
         Slot("auxiliary_head.conv_seg.weight", lambda a: (a.num_labels, a.auxiliary_channels, 1, 1)),
@@ -144,8 +142,10 @@ AUXILIARY_HEAD = _when(
 
 PYRAMID_POOLING = tuple(
     s
-    for n in range(2 * MAX_EXTRA_CONVS)
-    for s in _when(_conv_module(f"decode_head.psp_modules.{n}.1", _dd, _dd, 1), lambda a, n=n: len(a.pool_scales) > n)
+    for n in range(MAX_POOL_SCALES)
+    for s in _when(
+        _conv_module(f"decode_head.psp_modules.{n}.1", _hidden, _hidden, 1), lambda a, n=n: len(a.pool_scales) > n
+    )
 )
 
 SEGMENTATION_HEADS = (
@@ -154,10 +154,10 @@ SEGMENTATION_HEADS = (
     *_deconv("fpn1.3"),
     *_deconv("fpn2.0"),
     *PYRAMID_POOLING,
-    *_conv_module("decode_head.bottleneck", _dd, lambda a: a.hidden_size * (1 + len(a.pool_scales)), 3),
-    *(s for n in range(3) for s in _conv_module(f"decode_head.lateral_convs.{n}", _dd, _dd, 1)),
-    *(s for n in range(3) for s in _conv_module(f"decode_head.fpn_convs.{n}", _dd, _dd, 3)),
-    *_conv_module("decode_head.fpn_bottleneck", _dd, lambda a: 4 * a.hidden_size, 3),
+    *_conv_module("decode_head.bottleneck", _hidden, lambda a: a.hidden_size * (1 + len(a.pool_scales)), 3),
+    *(s for n in range(3) for s in _conv_module(f"decode_head.lateral_convs.{n}", _hidden, _hidden, 1)),
+    *(s for n in range(3) for s in _conv_module(f"decode_head.fpn_convs.{n}", _hidden, _hidden, 3)),
+    *_conv_module("decode_head.fpn_bottleneck", _hidden, lambda a: 4 * a.hidden_size, 3),
     Slot("decode_head.conv_seg.weight", lambda a: (a.num_labels, a.hidden_size, 1, 1)),
     Slot("decode_head.conv_seg.bias", lambda a: (a.num_labels,)),
     *AUXILIARY_HEAD,
