@@ -5,17 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from beit_tools.core.checkpoint import Checkpoint, open_checkpoint
 from beit_tools.core.detect import Detection, detect
+from beit_tools.core.dtypes import HALF, dtype_name
 from beit_tools.core.plan import Plan, make_plan
-
-HALF_PRECISION = ("float16", "bfloat16")
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
 
 
 @dataclass
@@ -46,7 +39,7 @@ def source_warnings(ckpt: Checkpoint) -> list[str]:
     out = []
     if ckpt.loaded_with == "full pickle":
         out.append("loaded with full pickle (--trust-checkpoint): code in the file, if any, has run")
-    half = sorted({dtype_name(i.dtype) for i in ckpt.infos.values()} & set(HALF_PRECISION))
+    half = sorted({dtype_name(i.dtype) for i in ckpt.infos.values() if i.dtype in HALF})
     if half:
         # lossless to convert, but comparisons with an fp32 original hold only to half precision
         out.append(f"{'/'.join(half)} weights: a converted model matches the original only to half precision")

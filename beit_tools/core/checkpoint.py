@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from beit_tools.core.dtypes import FROM_SAFETENSORS
 from beit_tools.errors import BeitToolsError
 
 ZIP_MAGIC = b"PK\x03\x04"
@@ -242,23 +243,9 @@ def _open_safetensors(path: Path, size: int) -> Checkpoint:
     )
 
 
-_ST_DTYPES = {
-    "F64": torch.float64,
-    "F32": torch.float32,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-    "I64": torch.int64,
-    "I32": torch.int32,
-    "I16": torch.int16,
-    "I8": torch.int8,
-    "U8": torch.uint8,
-    "BOOL": torch.bool,
-}
-
-
 def _st_dtype(name: str) -> torch.dtype:
     try:
-        return _ST_DTYPES[name.upper()]
+        return FROM_SAFETENSORS[name.upper()]
     except KeyError:
         raise BeitToolsError(f"unsupported safetensors dtype {name}") from None
 

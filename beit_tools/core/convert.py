@@ -10,8 +10,9 @@ from typing import Any
 
 import torch
 
-from beit_tools.core.analysis import Analysis, analyse, dtype_name, source_warnings
+from beit_tools.core.analysis import Analysis, analyse, source_warnings
 from beit_tools.core.checkpoint import Checkpoint
+from beit_tools.core.dtypes import BY_NAME, dtype_name
 from beit_tools.core.labels import Labels, resolve_labels
 from beit_tools.core.plan import Plan
 from beit_tools.core.processor import preprocessor_config
@@ -26,15 +27,6 @@ from beit_tools.core.writer import (
     write_weights,
 )
 from beit_tools.errors import BeitToolsError
-
-DTYPES = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-}
 
 
 @dataclass
@@ -121,9 +113,9 @@ def convert(
     plan.require_convertible(allow_unused=options.allow_unused)
 
     labels = resolve_labels(arch, ckpt.meta.get("classes"), options.labels_file)
-    if options.dtype is not None and options.dtype not in DTYPES:
+    if options.dtype is not None and options.dtype not in BY_NAME:
         raise BeitToolsError(f"unknown --dtype {options.dtype}", "use float32, float16 or bfloat16")
-    dtype = DTYPES[options.dtype] if options.dtype else source_dtype(ckpt)
+    dtype = BY_NAME[options.dtype] if options.dtype else source_dtype(ckpt)
     targets = target_tensors(plan, dtype)
     config = beit_config(arch, labels.id2label if labels else None, dtype)
     check_schema({t.key: t.shape for t in targets}, config)

@@ -15,9 +15,10 @@ from typing import Any
 
 import torch
 
-from beit_tools.core.analysis import Analysis, analyse, dtype_name, source_warnings
+from beit_tools.core.analysis import Analysis, analyse, source_warnings
 from beit_tools.core.arch import Family
 from beit_tools.core.checkpoint import Checkpoint
+from beit_tools.core.dtypes import dtype_name
 from beit_tools.core.labels import Labels, resolve_labels
 from beit_tools.errors import BeitToolsError
 

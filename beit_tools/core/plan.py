@@ -17,6 +17,7 @@ import torch
 from beit_tools.core.arch import Arch, relative_position_index
 from beit_tools.core.checkpoint import TensorInfo
 from beit_tools.core.detect import Detection
+from beit_tools.core.dtypes import dtype_name
 from beit_tools.core.layout import ExpectedTensor, expected_layout
 from beit_tools.core.rules import Op, match, rules_for
 from beit_tools.errors import BeitToolsError
@@ -54,7 +55,7 @@ class KeyMapping:
             "targets": list(self.targets),
             "reason": self.reason,
             "shape": list(self.shape),
-            "dtype": str(self.dtype).removeprefix("torch."),
+            "dtype": dtype_name(self.dtype),
         }
 
 

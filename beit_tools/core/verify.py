@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from beit_tools.core.arch import LAYER_NORM_EPS, Arch, Family
+from beit_tools.core.dtypes import HALF, dtype_name
 from beit_tools.core.provenance import PROVENANCE_NAME
 from beit_tools.core.variants import ATOL as VARIANT_ATOL
 from beit_tools.core.variants import Variant, variant_by_name
@@ -26,7 +27,6 @@ from beit_tools.errors import BeitToolsError
 
 FP32_ATOL = 1e-4
 HALF_ATOL = 1e-2  # weights rounded to 16 bits move outputs by about 1e-3
-HALF_DTYPES = (torch.float16, torch.bfloat16)
 PASS, FAIL, WARN, SKIP = "pass", "fail", "warn", "skip"
 
 
@@ -198,9 +198,9 @@ def check_structure(result: VerifyResult, out: Path) -> tuple[Any, dict[str, tor
     ):
         return None
     weights = load_weights(files)
-    dtypes = sorted({str(t.dtype).removeprefix("torch.") for t in weights.values() if t.is_floating_point()})
+    dtypes = sorted({dtype_name(t.dtype) for t in weights.values() if t.is_floating_point()})
     params = sum(t.numel() for t in weights.values() if t.is_floating_point())
-    declared = str(config.dtype).removeprefix("torch.") if getattr(config, "dtype", None) else None
+    declared = dtype_name(config.dtype) if getattr(config, "dtype", None) else None
     consistent = len(dtypes) == 1 and declared in (None, dtypes[0])
     result.add(
         "parameters",
@@ -409,7 +409,7 @@ def check_parity(
 
     arch = analysis.detection.arch
     source = dict(analysis.checkpoint.iter_tensors(list(analysis.checkpoint.source_keys)))
-    half = any(t.dtype in HALF_DTYPES for t in (*weights.values(), *source.values()))
+    half = any(t.dtype in HALF for t in (*weights.values(), *source.values()))
     atol = options.atol if options.atol is not None else (HALF_ATOL if half else FP32_ATOL)
     bound = f"{atol:g}" + (" (half precision)" if half and options.atol is None else "")
     if pixels.shape[-1] != arch.image_size:

@@ -18,20 +18,9 @@ from typing import Any
 
 import torch
 
+from beit_tools.core.dtypes import SAFETENSORS_CODES
 from beit_tools.errors import BeitToolsError
 
-SAFETENSORS_DTYPES = {
-    torch.float64: "F64",
-    torch.float32: "F32",
-    torch.float16: "F16",
-    torch.bfloat16: "BF16",
-    torch.int64: "I64",
-    torch.int32: "I32",
-    torch.int16: "I16",
-    torch.int8: "I8",
-    torch.uint8: "U8",
-    torch.bool: "BOOL",
-}
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
 DEFAULT_MAX_SHARD_BYTES = 5 * 10**9
@@ -79,7 +68,7 @@ def _header(targets: list[TargetTensor]) -> bytes:
     offset = 0
     for t in targets:
         header[t.key] = {
-            "dtype": SAFETENSORS_DTYPES[t.dtype],
+            "dtype": SAFETENSORS_CODES[t.dtype],
             "shape": list(t.shape),
             "data_offsets": [offset, offset + t.nbytes],
         }
