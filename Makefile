@@ -2,7 +2,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test lint demo bench compat clean
+.PHONY: install test lint demo bench compat readme clean
 
 install: ## create .venv and install beit-tools with its dev extras (pinned by constraints.txt)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ compat: ## the converted folders load and compute right in transformers 4.x (a s
 	.venv-4x/bin/python -m pip install --quiet torch==2.13.0 'transformers>=4.46,<5' safetensors pillow
 	$(BIN)/python scripts/compat.py prepare build/compat
 	.venv-4x/bin/python scripts/compat.py check build/compat
+
+readme: ## regenerate README.md's sample outputs from real runs
+	$(BIN)/python scripts/readme_samples.py
 
 clean:
 	rm -rf demo build .pytest_cache .ruff_cache

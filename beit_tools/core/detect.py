@@ -31,6 +31,16 @@ FAMILY_MARKERS = (
 )
 SHARED_TABLE = "rel_pos_bias.relative_position_bias_table"
 LAYER_TABLE = "blocks.0.attn.relative_position_bias_table"
+# Arch fields that are true exactly when a tensor is present.
+PRESENCE_FLAGS = (
+    ("use_shared_relative_position_bias", SHARED_TABLE),
+    ("use_relative_position_bias", LAYER_TABLE),
+    ("use_absolute_position_embeddings", "pos_embed"),
+    ("layer_scale", "blocks.0.gamma_1"),
+    ("use_mask_token", "mask_token"),
+)
+# The output size of the head, per family: (Arch field, tensor whose rows count it).
+HEAD_SIZES = {Family.MIM: ("vocab_size", "lm_head.weight"), Family.CLASSIFICATION: ("num_labels", "head.weight")}
 HEAD_DIM_CONVENTION = 64
 DEFAULT_IMAGE_SIZE = 224
 BLOCK_KEY = re.compile(r"^blocks\.(\d+)\.")
@@ -100,34 +110,22 @@ def detect(
     intermediate = infos[fc1].shape[0]
     ev["intermediate_size"] = Evidence(intermediate, _shape_of(infos, fc1))
 
-    shared = SHARED_TABLE in infos
-    per_layer = LAYER_TABLE in infos
+    for name, key in PRESENCE_FLAGS:
+        present = key in infos
+        ev[name] = Evidence(present, key if present else f"no {key}")
+    shared, per_layer = ev["use_shared_relative_position_bias"].value, ev["use_relative_position_bias"].value
     table = SHARED_TABLE if shared else LAYER_TABLE if per_layer else None
-    ev["use_shared_relative_position_bias"] = Evidence(shared, SHARED_TABLE if shared else f"no {SHARED_TABLE}")
-    ev["use_relative_position_bias"] = Evidence(per_layer, LAYER_TABLE if per_layer else f"no {LAYER_TABLE}")
-    abs_pos = "pos_embed" in infos
-    ev["use_absolute_position_embeddings"] = Evidence(abs_pos, "pos_embed" if abs_pos else "no pos_embed")
-
+    abs_pos = ev["use_absolute_position_embeddings"].value
     ev["num_attention_heads"] = _heads(infos, table, hidden, num_heads)
     ev["image_size"], conflicts = _image_size(infos, table, abs_pos, patch, image_size)
-
-    layer_scale = "blocks.0.gamma_1" in infos
-    ev["layer_scale"] = Evidence(layer_scale, "blocks.0.gamma_1" if layer_scale else "no blocks.0.gamma_1")
-    mask_token = "mask_token" in infos
-    ev["use_mask_token"] = Evidence(mask_token, "mask_token" if mask_token else "no mask_token")
     ev["use_mean_pooling"] = _pooling(infos, family)
 
-    fields: dict[str, Any] = {name: e.value for name, e in ev.items() if name != "family"}
-    if family is Family.MIM:
-        ev["vocab_size"] = Evidence(infos["lm_head.weight"].shape[0], _shape_of(infos, "lm_head.weight"))
-        fields["vocab_size"] = ev["vocab_size"].value
-    elif family is Family.CLASSIFICATION:
-        ev["num_labels"] = Evidence(infos["head.weight"].shape[0], _shape_of(infos, "head.weight"))
-        fields["num_labels"] = ev["num_labels"].value
+    if family in HEAD_SIZES:
+        name, key = HEAD_SIZES[family]
+        ev[name] = Evidence(infos[key].shape[0], _shape_of(infos, key))
     else:
-        seg = _segmentation(infos, meta, hidden, layers)
-        ev |= seg
-        fields |= {name: e.value for name, e in seg.items()}
+        ev |= _segmentation(infos, meta, hidden, layers)
+    fields = {name: e.value for name, e in ev.items() if name != "family"}
     arch = Arch(family=family, **fields)
     return Detection(arch=arch, evidence=ev, conflicts=conflicts)
 
