@@ -152,3 +152,11 @@ def test_inspect_does_not_import_transformers(tmp_path: Path) -> None:
         f"inspect_checkpoint({str(path)!r}); sys.exit('transformers' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_use_ema_reports_the_ema_weights(invoke, tmp_path: Path) -> None:
+    spec = default_spec(tiny_arch(Family.CLASSIFICATION)).with_(container="model_ema")
+    path = write_synthetic(tmp_path / "ema.pth", spec)
+    report = json.loads(invoke("inspect", path, "--json", "--use-ema").stdout)
+    assert report["container"]["weights_from"] == "model_ema"
+    assert {e["key"] for e in report["container"]["entries"]} == {"model", "model_ema"}

@@ -248,3 +248,10 @@ def test_unreadable_provenance_and_inconsistent_dtype(tmp_path: Path) -> None:
     assert parameters.status == "fail" and parameters.bound == "one dtype = config's float16"
     (out / "provenance.json").unlink()
     assert check(verify(VerifyOptions(out)), "provenance").status == "warn"
+
+
+def test_unknown_variant_is_one_line(invoke, tmp_path: Path) -> None:
+    _, out = converted(tmp_path)
+    result = invoke("verify", out, "--variant", "huge-ft1k")
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith("error: unknown variant 'huge-ft1k'") and "base-ft22kto1k" in result.stderr
