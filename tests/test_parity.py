@@ -202,3 +202,13 @@ def test_non_contiguous_and_shared_storages(tmp_path: Path) -> None:
     torch.save({"model": stored}, tmp_path / "views.pth")
     convert(ConvertOptions(tmp_path / "views.pth", tmp_path / "out"))
     assert _parity(tmp_path / "out", arch, sd) <= ATOL
+
+
+def test_safetensors_source_without_index_buffers(tmp_path: Path) -> None:
+    """timm publishes unilm weights as safetensors in unilm names, without relative_position_index."""
+    from beit_tools.synthetic import save_safetensors
+
+    arch = tiny_arch(Family.CLASSIFICATION, use_mean_pooling=False)
+    sd = make_state_dict(arch, save_index=False)
+    convert(ConvertOptions(save_safetensors(sd, tmp_path / "model.safetensors"), tmp_path / "out"))
+    assert _parity(tmp_path / "out", arch, sd) <= ATOL

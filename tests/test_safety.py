@@ -239,3 +239,18 @@ def test_a_run_killed_outright_does_not_block_the_next(tmp_path: Path) -> None:
     (stale / "model.safetensors").write_bytes(b"half")
     convert(ConvertOptions(write_synthetic(tmp_path / "c.pth", default_spec(ARCH)), tmp_path / "out"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pth", "out"]
+
+
+def test_output_that_holds_the_source_or_the_current_folder_is_refused(invoke, tmp_path: Path, monkeypatch) -> None:
+    source = write_synthetic(tmp_path / "c.pth", default_spec(ARCH))
+    result = invoke("convert", source, "-o", tmp_path, "--overwrite")
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"error: output {tmp_path} holds {source}; writing there would replace it")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    for out in (".", ".."):
+        result = invoke("convert", source, "-o", out, "--overwrite")
+        assert result.exit_code == 1 and "holds" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pth", "work"]
+    assert list(work.iterdir()) == []

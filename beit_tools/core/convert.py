@@ -131,7 +131,7 @@ def convert(
 
     digest = sha256_file(ckpt.path)
     total = sum(t.nbytes for t in targets)
-    with atomic_directory(options.output, options.overwrite) as tmp:
+    with atomic_directory(options.output, options.overwrite, keep=(ckpt.path,)) as tmp:
         on_start(total)
         files = write_weights(tmp, targets, read_checked, options.max_shard_bytes, on_written)
         config.save_pretrained(tmp)

@@ -137,8 +137,21 @@ def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def check_output(out: Path, overwrite: bool) -> None:
-    """Refuse an output that exists and holds something, unless overwriting was asked for."""
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def check_output(out: Path, overwrite: bool, keep: tuple[Path, ...] = ()) -> None:
+    """Refuse an output that exists and holds something, unless overwriting was asked for.
+
+    Never replace a folder that holds the current directory or a path in `keep` (the source file):
+    `-o . --overwrite` must not delete the checkpoint it is converting.
+    """
+    absolute = Path(os.path.abspath(out))
+    for path in (Path.cwd(), *keep):
+        if _inside(Path(os.path.abspath(path)), absolute):
+            held = "the current folder" if path == Path.cwd() else str(path)
+            raise BeitToolsError(f"output {out} holds {held}; writing there would replace it", "choose another -o")
     if out.exists() and not out.is_dir():
         raise BeitToolsError(f"output {out} exists and is not a directory", "choose another -o path")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
@@ -178,9 +191,10 @@ def _claim(tmp: Path, out: Path) -> None:
 
 
 @contextmanager
-def atomic_directory(out: Path, overwrite: bool) -> Iterator[Path]:
+def atomic_directory(out: Path, overwrite: bool, keep: tuple[Path, ...] = ()) -> Iterator[Path]:
     """Yield a hidden sibling of `out` to fill; on success it replaces `out`, on any failure it is removed."""
-    check_output(out, overwrite)
+    check_output(out, overwrite, keep)
+    out = Path(os.path.abspath(out))
     parent = out.parent
     blocker = next((p for p in (parent, *parent.parents) if p.exists() and not p.is_dir()), None)
     if blocker is not None:
@@ -193,7 +207,7 @@ def atomic_directory(out: Path, overwrite: bool) -> Iterator[Path]:
         raise _write_error(out, e) from e
     try:
         yield tmp
-        check_output(out, overwrite)  # something may have appeared there meanwhile
+        check_output(out, overwrite, keep)  # something may have appeared there meanwhile
         (tmp / OWNER_FILE).unlink()
         old = parent / f".{out.name}.old-{os.getpid()}"
         if out.exists():
