@@ -255,3 +255,15 @@ def test_unknown_variant_is_one_line(invoke, tmp_path: Path) -> None:
     result = invoke("verify", out, "--variant", "huge-ft1k")
     assert result.exit_code == 1 and result.stderr.count("\n") == 1
     assert result.stderr.startswith("error: unknown variant 'huge-ft1k'") and "base-ft22kto1k" in result.stderr
+
+
+def test_empty_folder_and_broken_config(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    result = verify(VerifyOptions(tmp_path / "empty"))
+    files = check(result, "files")
+    assert files.status == "fail" and "config.json" in files.detail and "model.safetensors" in files.detail
+    assert statuses(result)["forward"] == "skip"
+    _, out = converted(tmp_path)
+    (out / "config.json").write_text("{ not json")
+    result = verify(VerifyOptions(out))
+    assert check(result, "config").status == "fail" and not result.passed
