@@ -160,6 +160,5 @@ def convert(
                 warnings=warnings,
             ),
         )
-        files = [*files, *([] if len(files) == 1 else ["model.safetensors.index.json"])]
         files += ["config.json", "preprocessor_config.json", PROVENANCE_NAME]
     return ConversionResult(options.output, analysis, labels, dtype, files, total, digest, warnings)

@@ -102,7 +102,10 @@ def write_weights(
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
     on_written: Callable[[int], None] = lambda n: None,
 ) -> list[str]:
-    """Write model.safetensors, or numbered shards plus an index when larger than `max_shard_bytes`."""
+    """Write model.safetensors, or numbered shards plus an index when larger than `max_shard_bytes`.
+
+    Returns the names of the files written.
+    """
     shards = shard(targets, max_shard_bytes)
     names = (
         [WEIGHTS_NAME]
@@ -117,6 +120,7 @@ def write_weights(
             "weight_map": {t.key: name for name, group in zip(names, shards, strict=True) for t in group},
         }
         write_json(directory / INDEX_NAME, index)
+        return [*names, INDEX_NAME]
     return names
 
 
