@@ -169,12 +169,23 @@ def test_half_precision_output_is_held_to_a_looser_bound_and_says_so(tmp_path: P
 def _stand_in(monkeypatch, tmp_path: Path, url: str | None, logits_shift: float = 0.0) -> None:
     """A stand-in official checkpoint whose expected logits come from the reference forward pass."""
     arch = tiny_arch(Family.CLASSIFICATION)
-    probe = variants.Variant("stand-in", "synthetic", arch.image_size, (1, 5), (0.0, 0.0, 0.0), 0, variants.CATS)
     image = synthetic_image(64)
-    logits = reference_forward(make_state_dict(arch), arch, seed_pixels(image, probe)).logits
-    expected = tuple(float(v) + logits_shift for v in logits[0, :3])
+    logits = reference_forward(make_state_dict(arch), arch, seed_pixels(image, arch.image_size)).logits
+    expected = variants.Expected(
+        (1, 5),
+        tuple(float(v) + logits_shift for v in logits[0, :3]),
+        int(logits.argmax()),
+        variants.TestImage("t", url=url),
+    )
     stand_in = variants.Variant(
-        "stand-in", "synthetic", arch.image_size, (1, 5), expected, int(logits.argmax()), variants.TestImage("t", url)
+        name="stand-in",
+        file="synthetic",
+        family=Family.CLASSIFICATION,
+        size="base",
+        image_size=arch.image_size,
+        output_name="stand-in",
+        params_m=0.0,
+        expected=expected,
     )
     monkeypatch.setitem(variants.VARIANTS, "stand-in", stand_in)
     image.save(tmp_path / "cats.png")
@@ -184,10 +195,11 @@ def test_expected_logits_with_a_stand_in_table_fetched_over_http(monkeypatch, ht
     root, base = http_root
     _stand_in(monkeypatch, root, f"{base}/cats.png")
     monkeypatch.setenv("BEIT_TOOLS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # this test downloads, from 127.0.0.1
     _, out = converted(tmp_path)
     result = verify(VerifyOptions(out, variant="stand-in"))
     assert check(result, "expected logits (stand-in)").status == "pass"
-    assert len(list((tmp_path / "cache").iterdir())) == 1  # fetched once, cached
+    assert sorted(p.name for p in (tmp_path / "cache").rglob("cats.png*")) == ["cats.png", "cats.png.json"]
     (root / "cats.png").unlink()  # a second run needs no network
     assert check(verify(VerifyOptions(out, variant="stand-in")), "expected logits (stand-in)").status == "pass"
 
@@ -202,7 +214,7 @@ def test_expected_logits_fail_when_they_differ_and_variant_comes_from_provenance
     assert check(verify(VerifyOptions(out)), "expected logits (stand-in)").status == "skip"
     explicit = verify(VerifyOptions(out, variant="stand-in"))
     assert check(explicit, "expected logits (stand-in)").status == "fail"
-    assert "needs --image" in check(explicit, "expected logits (stand-in)").detail
+    assert "with --image" in check(explicit, "expected logits (stand-in)").detail
 
 
 @pytest.mark.parametrize("family", [Family.CLASSIFICATION, Family.SEGMENTATION])
@@ -253,8 +265,9 @@ def test_unreadable_provenance_and_inconsistent_dtype(tmp_path: Path) -> None:
 def test_unknown_variant_is_one_line(invoke, tmp_path: Path) -> None:
     _, out = converted(tmp_path)
     result = invoke("verify", out, "--variant", "huge-ft1k")
-    assert result.exit_code == 1 and result.stderr.count("\n") == 1
-    assert result.stderr.startswith("error: unknown variant 'huge-ft1k'") and "base-ft22kto1k" in result.stderr
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith("error: unknown variant 'huge-ft1k'")
+    assert "did you mean large-ft1k" in result.stderr
 
 
 def test_empty_folder_and_broken_config(tmp_path: Path) -> None:

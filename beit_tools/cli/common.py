@@ -55,7 +55,7 @@ def reported_errors(debug: bool) -> Iterator[None]:
         if debug:
             raise
         print_error(e.message, e.hint)
-        raise typer.Exit(1) from None
+        raise typer.Exit(e.exit_code) from None
     except KeyboardInterrupt as e:
         print_error("interrupted; nothing was written", None)
         raise typer.Exit(143 if isinstance(e, Terminated) else 130) from None
@@ -69,3 +69,32 @@ def reported_errors(debug: bool) -> Iterator[None]:
         raise typer.Exit(1) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+VariantOption = typer.Option(
+    None, "--variant", help="An official checkpoint by name, downloaded and cached (`beit-tools variants` lists them)."
+)
+MirrorOption = typer.Option(
+    None,
+    "--mirror",
+    envvar="BEIT_TOOLS_MIRROR",
+    help="Base address that replaces every official file's host (an internal mirror). Env: BEIT_TOOLS_MIRROR.",
+)
+CacheDirOption = typer.Option(
+    None, "--cache-dir", help="Download cache (default: $HF_HOME/beit-tools, i.e. ~/.cache/huggingface/beit-tools)."
+)
+OfflineOption = typer.Option(
+    False, "--offline", help="Use cached files only; never touch the network (also HF_HUB_OFFLINE=1)."
+)
+SOURCE_HELP = "The checkpoint: a path (.pth/.pt/.bin/.safetensors), an http(s) URL, or hf://ORG/REPO[@REV]/FILE."
+
+
+def fetch_source(source: str | None, variant: str | None, mirror: str | None, cache_dir, offline: bool):
+    """Resolve SOURCE/--variant to a local file, with a download bar on stderr when something is fetched."""
+    from beit_tools.cli import render
+    from beit_tools.core.sources import Callbacks, SourceRequest, resolve
+
+    request = SourceRequest(source, variant, mirror, cache_dir, offline)
+    with render.byte_progress("downloading") as (start, advance):
+        callbacks = Callbacks(start, advance, lambda: render.note("waiting for another process downloading it"))
+        return resolve(request, callbacks)

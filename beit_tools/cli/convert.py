@@ -1,4 +1,4 @@
-"""`beit-tools convert`: parse, call core.convert, render."""
+"""`beit-tools convert`: resolve the source, call core.convert, render."""
 
 from __future__ import annotations
 
@@ -8,7 +8,19 @@ from pathlib import Path
 
 import typer
 
-from beit_tools.cli.common import DebugOption, JsonOption, TrustOption, quiet_libraries, reported_errors
+from beit_tools.cli.common import (
+    SOURCE_HELP,
+    CacheDirOption,
+    DebugOption,
+    JsonOption,
+    MirrorOption,
+    OfflineOption,
+    TrustOption,
+    VariantOption,
+    fetch_source,
+    quiet_libraries,
+    reported_errors,
+)
 
 SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
 
@@ -27,8 +39,11 @@ def parse_size(text: str) -> int:
 
 
 def convert(
-    source: Path = typer.Argument(..., help="The unilm checkpoint: .pth/.pt/.bin (torch) or .safetensors."),
-    output: Path = typer.Option(Path("out"), "--output", "-o", help="Folder to create (default ./out)."),
+    source: str | None = typer.Argument(None, help=SOURCE_HELP, show_default=False),
+    variant: str | None = VariantOption,
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="Folder to create (default: the variant's Hub name, else ./out)."
+    ),
     dtype: DType | None = typer.Option(None, "--dtype", help="Weights dtype of the output (default: the source's)."),
     labels: Path | None = typer.Option(
         None, "--labels", help="Class names: JSON {id: name} or list, or one name per line."
@@ -45,11 +60,18 @@ def convert(
     use_ema: bool = typer.Option(False, "--use-ema", help="Convert the 'model_ema' weights of a training checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing, non-empty output folder."),
     max_shard_size: str = typer.Option("5GB", "--max-shard-size", help="Split weights into shards above this size."),
+    mirror: str | None = MirrorOption,
+    cache_dir: Path | None = CacheDirOption,
+    offline: bool = OfflineOption,
     trust_checkpoint: bool = TrustOption,
     json_output: bool = JsonOption,
     debug: bool = DebugOption,
 ) -> None:
-    """Convert a unilm BEiT checkpoint into a Hugging Face model folder (safetensors, config, processor, provenance)."""
+    """Convert a unilm BEiT checkpoint into a Hugging Face model folder (safetensors, config, processor, provenance).
+
+    Examples: `beit-tools convert ckpt.pth -o out/`, `beit-tools convert --variant large-ade20k`,
+    `beit-tools convert https://host/ft.pth`, `beit-tools convert hf://org/repo/file.pth`.
+    """
     shard_bytes = parse_size(max_shard_size)
     quiet_libraries()
     from beit_tools.cli import render
@@ -57,10 +79,12 @@ def convert(
     with reported_errors(debug):
         from beit_tools.core.convert import ConvertOptions
         from beit_tools.core.convert import convert as run_convert
+        from beit_tools.core.sources import default_output
 
+        origin = fetch_source(source, variant, mirror, cache_dir, offline)
         options = ConvertOptions(
-            source=source,
-            output=output,
+            source=origin.path,
+            output=output or default_output(origin),
             dtype=dtype.value if dtype else None,
             labels_file=labels,
             image_size=image_size,
@@ -70,6 +94,7 @@ def convert(
             use_ema=use_ema,
             overwrite=overwrite,
             max_shard_bytes=shard_bytes,
+            origin=origin,
         )
         with render.byte_progress("writing weights") as (start, advance):
             result = run_convert(options, on_start=start, on_written=advance)

@@ -1,4 +1,4 @@
-"""`beit-tools inspect`: parse, call core.inspection, render."""
+"""`beit-tools inspect`: resolve the source, call core.inspection, render."""
 
 from __future__ import annotations
 
@@ -6,16 +6,32 @@ from pathlib import Path
 
 import typer
 
-from beit_tools.cli.common import DebugOption, JsonOption, TrustOption, quiet_libraries, reported_errors
+from beit_tools.cli.common import (
+    SOURCE_HELP,
+    CacheDirOption,
+    DebugOption,
+    JsonOption,
+    MirrorOption,
+    OfflineOption,
+    TrustOption,
+    VariantOption,
+    fetch_source,
+    quiet_libraries,
+    reported_errors,
+)
 
 
 def inspect(
-    source: Path = typer.Argument(..., help="The unilm checkpoint: .pth/.pt/.bin (torch) or .safetensors."),
+    source: str | None = typer.Argument(None, help=SOURCE_HELP, show_default=False),
+    variant: str | None = VariantOption,
     keys: bool = typer.Option(False, "--keys", help="Also list every tensor: source -> target, op, shape, dtype."),
     labels: Path | None = typer.Option(None, "--labels", help="Class names file, as convert would use it."),
     image_size: int | None = typer.Option(None, "--image-size", min=1, help="As for convert."),
     num_heads: int | None = typer.Option(None, "--num-heads", min=1, help="As for convert."),
     use_ema: bool = typer.Option(False, "--use-ema", help="Inspect the 'model_ema' weights."),
+    mirror: str | None = MirrorOption,
+    cache_dir: Path | None = CacheDirOption,
+    offline: bool = OfflineOption,
     trust_checkpoint: bool = TrustOption,
     json_output: bool = JsonOption,
     debug: bool = DebugOption,
@@ -23,6 +39,7 @@ def inspect(
     """Show what a checkpoint is and exactly what `convert` would do with every key. Writes nothing.
 
     Exit 0 when it would convert, 1 when it cannot be read or would not convert (the report says why).
+    Example: `beit-tools inspect beit_base_patch16_224_pt22k.pth`, or `beit-tools inspect --variant base-pt22k`.
     """
     quiet_libraries()
     from beit_tools.cli import render
@@ -30,13 +47,15 @@ def inspect(
     with reported_errors(debug):
         from beit_tools.core.inspection import inspect_checkpoint
 
+        origin = fetch_source(source, variant, mirror, cache_dir, offline)
         report = inspect_checkpoint(
-            source,
+            origin.path,
             trust_checkpoint=trust_checkpoint,
             use_ema=use_ema,
             image_size=image_size,
             num_heads=num_heads,
             labels_file=labels,
+            origin=origin,
         )
         if json_output:
             render.print_json(report.to_dict())

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from beit_tools.core.convert import ConversionResult
     from beit_tools.core.inspection import Report
     from beit_tools.core.plan import Plan
+    from beit_tools.core.variants import Variant
     from beit_tools.core.verify import VerifyResult
 
 STATUS_STYLES = {"pass": "green", "fail": "bold red", "warn": "yellow", "skip": "dim"}
@@ -45,13 +46,22 @@ def print_error(message: str, hint: str | None) -> None:
     Console(stderr=True, highlight=False, soft_wrap=True).print(text)
 
 
+def note(text: str) -> None:
+    """A status line on stderr, kept out of stdout so --json stays parseable."""
+    stderr().print(f"[dim]{escape(text)}[/]")
+
+
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
 @contextmanager
 def byte_progress(description: str) -> Iterator[tuple[Any, Any]]:
-    """A bytes progress bar on stderr, shown from the first `start(total)`; yields (start, advance) callbacks."""
+    """A bytes progress bar on stderr (size, speed, time left), shown from the first `start(total[, name])`.
+
+    Yields (start, advance) callbacks; each `start` begins a new task, so one bar can follow a download
+    and then the writing.
+    """
     from rich.progress import (
         BarColumn,
         DownloadColumn,
@@ -74,9 +84,10 @@ def byte_progress(description: str) -> Iterator[tuple[Any, Any]]:
     )
     tasks: list[Any] = []
 
-    def start(total: int) -> None:
-        progress.start()
-        tasks.append(progress.add_task(description, total=total))
+    def start(total: int | None, name: str | None = None) -> None:
+        if not tasks:
+            progress.start()
+        tasks.append(progress.add_task(f"{description} {name}" if name else description, total=total))
 
     try:
         yield start, lambda n: progress.advance(tasks[-1], n)
@@ -107,6 +118,16 @@ def _position(arch: Any) -> str:
     return " + ".join(kinds) or "none"
 
 
+def _origin_rows(origin: Any) -> list[tuple[str, str]]:
+    """Where a downloaded source came from: the variant, the address fetched, the file's digest."""
+    rows = []
+    if origin.variant is not None:
+        rows.append(("variant", f"{origin.variant.name} ({origin.variant.file}.pth)"))
+    if origin.kind != "file":
+        rows.append(("fetched from", origin.url or origin.address))
+    return rows
+
+
 def summary_table(result: ConversionResult) -> Table:
     analysis = result.analysis
     arch = analysis.detection.arch
@@ -117,6 +138,7 @@ def summary_table(result: ConversionResult) -> Table:
     weights = ckpt.weights_from + (f", stripped {' '.join(ckpt.stripped_prefixes)}" if ckpt.stripped_prefixes else "")
     rows = [
         ("source", f"{ckpt.path} ({ckpt.format}, {_size(ckpt.size_bytes)}, weights from {weights})"),
+        *_origin_rows(result.origin),
         ("family", f"{arch.family.value} → {arch.family.hf_class}"),
         (
             "config",
@@ -199,6 +221,7 @@ def file_table(report: Report) -> Table:
         ("format", ckpt.format),
         ("loading", loading),
         ("weights", weights),
+        *_origin_rows(report.origin),
     ):
         table.add_row(name, escape(value))
     for entry in ckpt.container:
@@ -309,3 +332,38 @@ def render_verify(result: VerifyResult) -> None:
         console.print(f"[bold red]✗ {len(failed)} check(s) failed:[/] {escape(', '.join(failed))}")
     else:
         console.print(f"[green]✓ all {sum(c.status == 'pass' for c in result.checks)} checks passed[/]")
+
+
+SHORT_FAMILY = {"masked-image-modeling": "pretraining", "image-classification": "classification"}
+
+
+def variants_table(variants: list[Variant]) -> Table:
+    table = Table(title="Official BEiT checkpoints", title_justify="left")
+    for column in ("name", "family", "params", "image", "labels", "file", "known logits"):
+        table.add_column(
+            column,
+            justify="right" if column in ("params", "image") else "left",
+            no_wrap=column in ("name", "params"),
+            overflow="fold",
+        )
+    for v in variants:
+        expected = v.expected
+        if expected is None:
+            known = "[dim]-[/]"
+        elif expected.first is None:
+            known = "shape only"
+        else:
+            known = "yes" + (f", class {expected.top_class}" if expected.top_class is not None else "")
+        labels = f"{v.labels}" if v.labels else "visual tokens"
+        family = SHORT_FAMILY.get(v.family.value, v.family.value.split("-")[-1])
+        table.add_row(v.name, family, f"{v.params_m:.1f}M", str(v.image_size), labels, escape(v.file), known)
+    return table
+
+
+def render_variants(variants: list[Variant]) -> None:
+    console = stdout()
+    console.print(variants_table(variants))
+    console.print(
+        "[dim]`beit-tools convert --variant NAME` downloads (cached) and converts; "
+        "--mirror / BEIT_TOOLS_MIRROR replaces the host.[/]"
+    )

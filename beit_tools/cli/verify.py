@@ -6,7 +6,15 @@ from pathlib import Path
 
 import typer
 
-from beit_tools.cli.common import DebugOption, JsonOption, TrustOption, quiet_libraries, reported_errors
+from beit_tools.cli.common import (
+    CacheDirOption,
+    DebugOption,
+    JsonOption,
+    OfflineOption,
+    TrustOption,
+    quiet_libraries,
+    reported_errors,
+)
 
 
 def verify(
@@ -24,6 +32,8 @@ def verify(
     ),
     strict: bool = typer.Option(False, "--strict", help="Fail on known transformers deviations too."),
     save_visual: Path | None = typer.Option(None, "--save-visual", help="Write a PNG of the predictions."),
+    cache_dir: Path | None = CacheDirOption,
+    offline: bool = OfflineOption,
     trust_checkpoint: bool = TrustOption,
     json_output: bool = JsonOption,
     debug: bool = DebugOption,
@@ -50,6 +60,8 @@ def verify(
                 strict=strict,
                 save_visual=save_visual,
                 trust_checkpoint=trust_checkpoint,
+                cache_dir=cache_dir,
+                offline=offline,
             )
         )
         if json_output:

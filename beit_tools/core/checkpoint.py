@@ -20,11 +20,8 @@ from typing import Any
 import torch
 
 from beit_tools.core.dtypes import FROM_SAFETENSORS
+from beit_tools.core.formats import HEAD_BYTES, checkpoint_format
 from beit_tools.errors import BeitToolsError
-
-ZIP_MAGIC = b"PK\x03\x04"
-# A legacy (pre-1.6) torch file starts with a pickled magic number: protocol 2, then a long int.
-LEGACY_MAGIC = b"\x80\x02\x8a\x0a"
 
 # Containers tried in order when the weights are not the top-level dict itself.
 WEIGHT_CONTAINERS = ("model", "module", "state_dict")
@@ -129,15 +126,10 @@ def open_checkpoint(path: str | Path, *, trust: bool = False, use_ema: bool = Fa
 
 def sniff_format(path: Path) -> str:
     with path.open("rb") as f:
-        head = f.read(16)
-    if head.startswith(ZIP_MAGIC):
-        return "torch-zip"
-    if head.startswith(LEGACY_MAGIC):
-        return "torch-legacy"
-    if len(head) >= 9 and head[8:9] == b"{":
-        header_len = int.from_bytes(head[:8], "little")
-        if 0 < header_len < path.stat().st_size:
-            return "safetensors"
+        head = f.read(HEAD_BYTES)
+    fmt = checkpoint_format(head, path.stat().st_size)
+    if fmt is not None:
+        return fmt
     raise BeitToolsError(
         f"{path} is not a PyTorch or safetensors checkpoint (unrecognised leading bytes {head[:8].hex()})",
         "expected a .pth/.pt/.bin file written by torch.save, or a .safetensors file",

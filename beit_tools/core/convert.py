@@ -19,6 +19,7 @@ from beit_tools.core.processor import preprocessor_config
 from beit_tools.core.provenance import PROVENANCE_NAME, provenance, sha256_file
 from beit_tools.core.rules import Op
 from beit_tools.core.schema import beit_config, check_schema
+from beit_tools.core.sources import Source, require_variant
 from beit_tools.core.writer import (
     DEFAULT_MAX_SHARD_BYTES,
     TargetTensor,
@@ -42,6 +43,7 @@ class ConvertOptions:
     use_ema: bool = False
     overwrite: bool = False
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES
+    origin: Source | None = None  # where a downloaded source came from (URL, hf://, variant)
 
 
 @dataclass
@@ -53,6 +55,7 @@ class ConversionResult:
     files: list[str]
     bytes_written: int
     sha256: str
+    origin: Source
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -67,6 +70,8 @@ class ConversionResult:
             "files": self.files,
             "bytes_written": self.bytes_written,
             "source_sha256": self.sha256,
+            "source": {"path": str(self.origin.path), **self.origin.origin()},
+            "variant": self.origin.variant.name if self.origin.variant else None,
             "plan": self.analysis.plan.to_dict(),
             "warnings": self.warnings,
         }
@@ -110,6 +115,8 @@ def convert(
         num_heads=options.num_heads,
     )
     ckpt, arch, plan = analysis.checkpoint, analysis.detection.arch, analysis.plan
+    origin = options.origin or Source(ckpt.path, "file", str(ckpt.path))
+    require_variant(origin, arch)
     plan.require_convertible(allow_unused=options.allow_unused)
 
     labels = resolve_labels(arch, ckpt.meta.get("classes"), options.labels_file)
@@ -129,7 +136,7 @@ def convert(
                 nonfinite.append(ckpt.source_keys[key])
             yield key, tensor
 
-    digest = sha256_file(ckpt.path)
+    digest = origin.sha256 or sha256_file(ckpt.path)
     total = sum(t.nbytes for t in targets)
     with atomic_directory(options.output, options.overwrite, keep=(ckpt.path,)) as tmp:
         on_start(total)
@@ -148,10 +155,11 @@ def convert(
                     "format": ckpt.format,
                     "weights_from": ckpt.weights_from,
                     "stripped_prefixes": list(ckpt.stripped_prefixes),
+                    **origin.origin(),
                 },
                 family=arch.family.value,
                 hf_class=arch.family.hf_class,
-                variant=None,
+                variant=origin.variant.name if origin.variant else None,
                 overrides={"image_size": options.image_size, "num_heads": options.num_heads},
                 dtype=dtype_name(dtype),
                 labels=labels.to_dict() if labels else None,
@@ -161,4 +169,4 @@ def convert(
             ),
         )
         files += ["config.json", "preprocessor_config.json", PROVENANCE_NAME]
-    return ConversionResult(options.output, analysis, labels, dtype, files, total, digest, warnings)
+    return ConversionResult(options.output, analysis, labels, dtype, files, total, digest, origin, warnings)

@@ -20,6 +20,7 @@ from beit_tools.core.arch import Family
 from beit_tools.core.checkpoint import Checkpoint
 from beit_tools.core.dtypes import dtype_name
 from beit_tools.core.labels import Labels, resolve_labels
+from beit_tools.core.sources import Source, require_variant
 from beit_tools.errors import BeitToolsError
 
 # Parts of the model, first match wins (canonical unilm names).
@@ -66,6 +67,7 @@ class Report:
     analysis: Analysis
     labels: Labels | None
     groups: list[TensorGroup]
+    origin: Source
     warnings: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
@@ -85,7 +87,9 @@ class Report:
                 "format": ckpt.format,
                 "loaded_with": ckpt.loaded_with,
                 "classes": list(ckpt.classes),
+                **self.origin.origin(),
             },
+            "variant": self.origin.variant.name if self.origin.variant else None,
             "container": {
                 "entries": [{"key": e.key, "kind": e.kind, "summary": e.summary} for e in ckpt.container],
                 "weights_from": ckpt.weights_from,
@@ -163,14 +167,20 @@ def inspect_checkpoint(
     image_size: int | None = None,
     num_heads: int | None = None,
     labels_file: Path | None = None,
+    origin: Source | None = None,
 ) -> Report:
     analysis = analyse(
         source, trust_checkpoint=trust_checkpoint, use_ema=use_ema, image_size=image_size, num_heads=num_heads
     )
+    origin = origin or Source(analysis.checkpoint.path, "file", str(source))
     problems = analysis.plan.problems()
+    try:
+        require_variant(origin, analysis.detection.arch)
+    except BeitToolsError as e:
+        problems.insert(0, e.message)
     try:
         labels = resolve_labels(analysis.detection.arch, analysis.checkpoint.meta.get("classes"), labels_file)
     except BeitToolsError as e:
         labels = None
         problems.append(e.message)
-    return Report(analysis, labels, group_tensors(analysis.checkpoint), warnings_for(analysis), problems)
+    return Report(analysis, labels, group_tensors(analysis.checkpoint), origin, warnings_for(analysis), problems)

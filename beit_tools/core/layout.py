@@ -205,3 +205,19 @@ def expected_layout(arch: Arch) -> dict[str, ExpectedTensor]:
     for slot in HEADS[arch.family]:
         add(slot, slot.key)
     return out
+
+
+# Saved buffers: derivable indices and BatchNorm statistics are state, not parameters.
+BUFFER_SUFFIXES = ("relative_position_index", "running_mean", "running_var", "num_batches_tracked")
+
+
+def parameter_count(arch: Arch) -> int:
+    """Trainable parameters of the original model, as its training script counts them."""
+    total = 0
+    for key, tensor in expected_layout(arch).items():
+        if not key.endswith(BUFFER_SUFFIXES):
+            n = 1
+            for s in tensor.shape:
+                n *= s
+            total += n
+    return total

@@ -1,43 +1,168 @@
-"""The official BEiT v1 checkpoints: file names, download addresses and the logits they are known to give.
+"""The official BEiT checkpoints as one keyword table: where each file lives, what it is, what it computes.
 
-One table, read by `verify --variant` now and by the download/convert-by-name path later. Expected
-values are the first logits on a fixed test image with the original conversion's preprocessing
-(resize to the model's size, no crop, mean = std = 0.5), atol 1e-3.
+`convert --variant NAME` downloads an entry, checks that what arrived is the architecture listed
+here, and names the output after the Hub model; `verify` compares with the logits the entry is known
+to give. Expected values are the first logits on a fixed test image with the original conversion's
+preprocessing (resize to the model's size, no crop, mean = std = 0.5), atol 1e-3.
+
+Everything structural (hidden size, layers, positions) follows from `size` and `positions`, so the
+architecture a variant promises is an `Arch` built from the entry, the same type detection returns.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import difflib
+from dataclasses import dataclass, field
+from typing import Any
 
-MIRROR = "https://github.com/addf400/files/releases/download/v1.0"
-COCO_CATS = "http://images.cocodataset.org/val2017/000000039769.jpg"
+from beit_tools.core.arch import Arch, Family, default_out_indices
+
 ATOL = 1e-3
+# Where the v1 files live: the current mirror first, then the older addresses (dead or signed today,
+# kept so a site that still serves them, or an internal copy of them, can be reached).
+V1_MIRRORS = (
+    "https://github.com/addf400/files/releases/download/v1.0",
+    "https://conversationhub.blob.core.windows.net/beit-share-public/beit",
+    "https://unilm.blob.core.windows.net/beit",
+)
+COCO_CATS = "http://images.cocodataset.org/val2017/000000039769.jpg"
+
+SIZES: dict[str, dict[str, int]] = {
+    "base": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072},
+    "large": {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "intermediate_size": 4096},
+}
+# Label set -> number of classes.
+LABEL_SETS = {"imagenet-22k": 21841, "imagenet-1k": 1000, "ade20k-150": 150}
+# How position information is stored: per-layer relative tables, one shared table, or absolute embeddings.
+POSITIONS = {
+    "layer": {"use_relative_position_bias": True},
+    "shared": {"use_shared_relative_position_bias": True},
+    "absolute": {"use_absolute_position_embeddings": True},
+}
+VISUAL_TOKENS = 8192
+# mmseg's UperNet configs for BEiT: an FCN auxiliary head with one 3x3 conv of 256 channels.
+AUXILIARY_HEAD = {"use_auxiliary_head": True, "auxiliary_channels": 256, "auxiliary_num_convs": 1}
 
 
 @dataclass(frozen=True)
 class TestImage:
     name: str
-    url: str | None  # None: the image has no stable address; `verify --image` must supply it
+    url: str | None = None  # a plain address
+    hub: tuple[str, str, str, str] | None = None  # (repo type, repo id, file, revision) on the Hugging Face Hub
 
 
-CATS = TestImage("coco-cats (val2017/000000039769.jpg)", COCO_CATS)
-ADE_FIXTURE = TestImage("the hf-internal-testing/fixtures_ade20k test image", None)
+CATS = TestImage("coco-cats (val2017/000000039769.jpg)", url=COCO_CATS)
+ADE_FIXTURE = TestImage(
+    "ADE_val_00000001.jpg of hf-internal-testing/fixtures_ade20k",
+    hub=("dataset", "hf-internal-testing/fixtures_ade20k", "ADE_val_00000001.jpg", "main"),
+)
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What the original conversion saw this checkpoint compute on its test image."""
+
+    shape: tuple[int, ...]
+    first: tuple[Any, ...] | None = None  # logits[0, :3], or logits[0, :3, :3, :3] for segmentation
+    top_class: int | None = None
+    image: TestImage = CATS
+    resample: str = "bilinear"  # the original conversion resized classification inputs bilinear, ADE bicubic
 
 
 @dataclass(frozen=True)
 class Variant:
     name: str
-    file: str  # unilm file name without .pth
+    file: str  # unilm file name, without .pth
+    family: Family
+    size: str  # a key of SIZES
     image_size: int
-    logits_shape: tuple[int, ...]
-    first_logits: tuple[float, ...] | tuple[tuple[tuple[float, ...], ...], ...] | None  # [0, :3] or [0, :3, :3, :3]
-    predicted_class: int | None
-    image: TestImage = CATS
-    resample: str = "bilinear"  # the original conversion resized classification inputs bilinear, ADE bicubic
+    output_name: str  # the Hub-style folder name convert writes by default
+    params_m: float  # parameters in millions (checked against the layout by the tests)
+    labels: str | None = None  # a key of LABEL_SETS; None for visual tokens
+    positions: str = "layer"
+    layer_scale: bool = True
+    expected: Expected | None = None
+    mirrors: tuple[str, ...] = V1_MIRRORS
+    note: str = ""
+
+    def urls(self, mirror: str | None = None) -> tuple[str, ...]:
+        """Addresses to try in order; a mirror replaces them all (an air-gapped site reaches nothing else)."""
+        bases = (mirror,) if mirror else self.mirrors
+        return tuple(f"{base.rstrip('/')}/{self.file}.pth" for base in bases)
 
     @property
-    def url(self) -> str:
-        return f"{MIRROR}/{self.file}.pth"
+    def filename(self) -> str:
+        return f"{self.file}.pth"
+
+    @property
+    def num_labels(self) -> int:
+        return LABEL_SETS[self.labels] if self.labels else 0
+
+    def arch(self) -> Arch:
+        """The architecture this file holds, as detection would report it."""
+        fields: dict[str, Any] = {
+            **SIZES[self.size],
+            **POSITIONS[self.positions],
+            "image_size": self.image_size,
+            "layer_scale": self.layer_scale,
+            "num_labels": self.num_labels,
+        }
+        if self.family is Family.MIM:
+            fields |= {"use_mask_token": True, "vocab_size": VISUAL_TOKENS}
+        if self.family is Family.SEGMENTATION:
+            fields |= {"out_indices": default_out_indices(fields["num_hidden_layers"]), **AUXILIARY_HEAD}
+        return Arch(family=self.family, **fields)
+
+    def mismatches(self, arch: Arch) -> list[str]:
+        """How a detected architecture differs from this entry, on the fields a wrong file would change."""
+        promised = self.arch()
+        fields = ["family", "hidden_size", "num_hidden_layers", "image_size"]
+        fields.append("vocab_size" if self.family is Family.MIM else "num_labels")
+        out = []
+        for name in fields:
+            want, got = getattr(promised, name), getattr(arch, name)
+            if want != got:
+                show = (lambda v: v.value) if name == "family" else str
+                out.append(f"{name.replace('_', ' ')} {show(got)} where {self.name} has {show(want)}")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        urls = self.urls()
+        return {
+            "name": self.name,
+            "file": self.filename,
+            "url": urls[0],
+            "mirrors": list(urls[1:]),
+            "family": self.family.value,
+            "hf_class": self.family.hf_class,
+            "size": self.size,
+            "image_size": self.image_size,
+            "labels": self.labels,
+            "num_labels": self.num_labels,
+            "params_m": self.params_m,
+            "output_name": self.output_name,
+            "expected_logits": self.expected is not None and self.expected.first is not None,
+            "note": self.note,
+        }
+
+
+@dataclass(frozen=True)
+class Registry:
+    variants: dict[str, Variant] = field(default_factory=dict)
+
+    def get(self, name: str) -> Variant:
+        from beit_tools.errors import UsageError
+
+        try:
+            return self.variants[name]
+        except KeyError:
+            close = difflib.get_close_matches(name, list(self.variants), n=3, cutoff=0.5)
+            hint = f"did you mean {' or '.join(close)}? " if close else ""
+            raise UsageError(f"unknown variant {name!r}", f"{hint}`beit-tools variants` lists them all") from None
+
+
+def _ade(first: tuple[Any, ...]) -> Expected:
+    return Expected((1, 150, 160, 160), first, image=ADE_FIXTURE, resample="bicubic")
 
 
 _ADE_BASE = (
@@ -50,74 +175,174 @@ _ADE_LARGE = (
     ((-5.8922, -3.7435, -4.3978), (-4.2063, -2.7872, -3.4755), (-4.2791, -3.1874, -4.1681)),
     ((0.9895, 4.3467, 4.7663), (4.2476, 5.6830, 6.1518), (4.5550, 6.2495, 6.5154)),
 )
+_MIM_SHAPE = Expected((1, 196, VISUAL_TOKENS))
+_CLS, _MIM, _SEG = Family.CLASSIFICATION, Family.MIM, Family.SEGMENTATION
 
 VARIANTS: dict[str, Variant] = {
     v.name: v
     for v in (
-        Variant("base-pt22k", "beit_base_patch16_224_pt22k", 224, (1, 196, 8192), None, None),
-        Variant("large-pt22k", "beit_large_patch16_224_pt22k", 224, (1, 196, 8192), None, None),
-        Variant("base-ft22k", "beit_base_patch16_224_pt22k_ft22k", 224, (1, 21841), (2.2288, 2.4671, 0.7395), 2397),
-        Variant("large-ft22k", "beit_large_patch16_224_pt22k_ft22k", 224, (1, 21841), (1.6881, -0.2787, 0.5901), 2396),
-        Variant("base-ft1k", "beit_base_patch16_224_pt22k_ft1k", 224, (1, 1000), (0.1241, 0.0798, -0.6569), 285),
-        Variant("large-ft1k", "beit_large_patch16_224_pt22k_ft1k", 224, (1, 1000), (0.4610, -0.0928, 0.2086), 761),
         Variant(
-            "base-ft22kto1k", "beit_base_patch16_224_pt22k_ft22kto1k", 224, (1, 1000), (-1.2385, -1.0987, -1.0108), 281
+            name="base-pt22k",
+            file="beit_base_patch16_224_pt22k",
+            family=_MIM,
+            size="base",
+            image_size=224,
+            positions="shared",
+            output_name="beit-base-patch16-224-pt22k",
+            params_m=92.0,
+            expected=_MIM_SHAPE,
+            note="self-supervised on ImageNet-22k",
         ),
         Variant(
-            "large-ft22kto1k", "beit_large_patch16_224_pt22k_ft22kto1k", 224, (1, 1000), (-0.4804, 0.6257, -0.1837), 761
+            name="large-pt22k",
+            file="beit_large_patch16_224_pt22k",
+            family=_MIM,
+            size="large",
+            image_size=224,
+            positions="shared",
+            output_name="beit-large-patch16-224-pt22k",
+            params_m=311.5,
+            expected=_MIM_SHAPE,
+            note="self-supervised on ImageNet-22k",
         ),
         Variant(
-            "base-ft22kto1k-384",
-            "beit_base_patch16_384_pt22k_ft22kto1k",
-            384,
-            (1, 1000),
-            (-1.5303, -0.9484, -0.3147),
-            761,
+            name="base-pt1k-800ep",
+            file="beit_base_patch16_224_pt1k_800ep",
+            family=_MIM,
+            size="base",
+            image_size=224,
+            positions="absolute",
+            layer_scale=False,
+            output_name="beit-base-patch16-224-pt1k-800ep",
+            params_m=92.1,
+            note="self-supervised on ImageNet-1k for 800 epochs (abs. positions, no layer scale)",
         ),
         Variant(
-            "large-ft22kto1k-384",
-            "beit_large_patch16_384_pt22k_ft22kto1k",
-            384,
-            (1, 1000),
-            (-0.5122, 0.5117, -0.2113),
-            761,
+            name="base-ft22k",
+            file="beit_base_patch16_224_pt22k_ft22k",
+            family=_CLS,
+            size="base",
+            image_size=224,
+            labels="imagenet-22k",
+            output_name="beit-base-patch16-224-pt22k-ft22k",
+            params_m=102.6,
+            expected=Expected((1, 21841), (2.2288, 2.4671, 0.7395), 2397),
         ),
         Variant(
-            "large-ft22kto1k-512",
-            "beit_large_patch16_512_pt22k_ft22kto1k",
-            512,
-            (1, 1000),
-            (-0.3062, 0.7261, 0.4852),
-            761,
+            name="large-ft22k",
+            file="beit_large_patch16_224_pt22k_ft22k",
+            family=_CLS,
+            size="large",
+            image_size=224,
+            labels="imagenet-22k",
+            output_name="beit-large-patch16-224-pt22k-ft22k",
+            params_m=325.8,
+            expected=Expected((1, 21841), (1.6881, -0.2787, 0.5901), 2396),
         ),
         Variant(
-            "base-ade20k",
-            "beit_base_patch16_640_pt22k_ft22ktoade20k",
-            640,
-            (1, 150, 160, 160),
-            _ADE_BASE,
-            None,
-            ADE_FIXTURE,
-            "bicubic",
+            name="base-ft1k",
+            file="beit_base_patch16_224_pt22k_ft1k",
+            family=_CLS,
+            size="base",
+            image_size=224,
+            labels="imagenet-1k",
+            output_name="beit-base-patch16-224-pt22k-ft1k",
+            params_m=86.5,
+            expected=Expected((1, 1000), (0.1241, 0.0798, -0.6569), 285),
         ),
         Variant(
-            "large-ade20k",
-            "beit_large_patch16_640_pt22k_ft22ktoade20k",
-            640,
-            (1, 150, 160, 160),
-            _ADE_LARGE,
-            None,
-            ADE_FIXTURE,
-            "bicubic",
+            name="large-ft1k",
+            file="beit_large_patch16_224_pt22k_ft1k",
+            family=_CLS,
+            size="large",
+            image_size=224,
+            labels="imagenet-1k",
+            output_name="beit-large-patch16-224-pt22k-ft1k",
+            params_m=304.4,
+            expected=Expected((1, 1000), (0.4610, -0.0928, 0.2086), 761),
+        ),
+        Variant(
+            name="base-ft22kto1k",
+            file="beit_base_patch16_224_pt22k_ft22kto1k",
+            family=_CLS,
+            size="base",
+            image_size=224,
+            labels="imagenet-1k",
+            output_name="beit-base-patch16-224",
+            params_m=86.5,
+            expected=Expected((1, 1000), (-1.2385, -1.0987, -1.0108), 281),
+        ),
+        Variant(
+            name="large-ft22kto1k",
+            file="beit_large_patch16_224_pt22k_ft22kto1k",
+            family=_CLS,
+            size="large",
+            image_size=224,
+            labels="imagenet-1k",
+            output_name="beit-large-patch16-224",
+            params_m=304.4,
+            expected=Expected((1, 1000), (-0.4804, 0.6257, -0.1837), 761),
+        ),
+        Variant(
+            name="base-ft22kto1k-384",
+            file="beit_base_patch16_384_pt22k_ft22kto1k",
+            family=_CLS,
+            size="base",
+            image_size=384,
+            labels="imagenet-1k",
+            output_name="beit-base-patch16-384",
+            params_m=86.7,
+            expected=Expected((1, 1000), (-1.5303, -0.9484, -0.3147), 761),
+        ),
+        Variant(
+            name="large-ft22kto1k-384",
+            file="beit_large_patch16_384_pt22k_ft22kto1k",
+            family=_CLS,
+            size="large",
+            image_size=384,
+            labels="imagenet-1k",
+            output_name="beit-large-patch16-384",
+            params_m=305.0,
+            expected=Expected((1, 1000), (-0.5122, 0.5117, -0.2113), 761),
+        ),
+        Variant(
+            name="large-ft22kto1k-512",
+            file="beit_large_patch16_512_pt22k_ft22kto1k",
+            family=_CLS,
+            size="large",
+            image_size=512,
+            labels="imagenet-1k",
+            output_name="beit-large-patch16-512",
+            params_m=305.7,
+            expected=Expected((1, 1000), (-0.3062, 0.7261, 0.4852), 761),
+        ),
+        Variant(
+            name="base-ade20k",
+            file="beit_base_patch16_640_pt22k_ft22ktoade20k",
+            family=_SEG,
+            size="base",
+            image_size=640,
+            labels="ade20k-150",
+            output_name="beit-base-finetuned-ade-640-640",
+            params_m=163.4,
+            expected=_ade(_ADE_BASE),
+        ),
+        Variant(
+            name="large-ade20k",
+            file="beit_large_patch16_640_pt22k_ft22ktoade20k",
+            family=_SEG,
+            size="large",
+            image_size=640,
+            labels="ade20k-150",
+            output_name="beit-large-finetuned-ade-640-640",
+            params_m=441.3,
+            expected=_ade(_ADE_LARGE),
         ),
     )
 }
+REGISTRY = Registry(VARIANTS)
 
 
 def variant_by_name(name: str) -> Variant:
-    from beit_tools.errors import BeitToolsError
-
-    try:
-        return VARIANTS[name]
-    except KeyError:
-        raise BeitToolsError(f"unknown variant {name!r}", f"known: {', '.join(VARIANTS)}") from None
+    """The registry entry called `name`; an unknown name is a usage error naming the closest ones."""
+    return REGISTRY.get(name)

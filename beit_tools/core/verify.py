@@ -95,6 +95,8 @@ class VerifyOptions:
     strict: bool = False
     save_visual: Path | None = None
     trust_checkpoint: bool = False
+    cache_dir: Path | None = None  # where test images are cached
+    offline: bool = False
 
 
 # --- structure -----------------------------------------------------------------------------------
@@ -333,47 +335,52 @@ def _save_visual(result: VerifyResult, config: Any, image: Any, logits: torch.Te
 # --- expected logits -----------------------------------------------------------------------------
 
 
-def seed_pixels(image: Any, variant: Variant) -> torch.Tensor:
+def seed_pixels(image: Any, size: int, resample: str = "bilinear") -> torch.Tensor:
     """The original conversion's preprocessing: resize (no crop), scale to [0, 1], mean = std = 0.5."""
     from PIL import Image
 
-    resample = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}[variant.resample]
-    resized = image.convert("RGB").resize((variant.image_size, variant.image_size), resample)
+    method = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}[resample]
+    resized = image.convert("RGB").resize((size, size), method)
     data = torch.frombuffer(bytearray(resized.tobytes()), dtype=torch.uint8)
-    x = data.reshape(variant.image_size, variant.image_size, 3).permute(2, 0, 1).float() / 255.0
+    x = data.reshape(size, size, 3).permute(2, 0, 1).float() / 255.0
     return ((x - 0.5) / 0.5).unsqueeze(0)
 
 
-def check_expected(result: VerifyResult, model: Any, variant: Variant, image_path: Path | None, explicit: bool) -> None:
-    name = f"expected logits ({variant.name})"
-    if image_path is None:
-        if variant.image.url is None:
-            status = FAIL if explicit else SKIP
-            result.checks.append(
-                Check(name, status, detail=f"needs --image: {variant.image.name} has no stable address")
-            )
-            return
-        from beit_tools.core.download import fetch
+def check_expected(result: VerifyResult, model: Any, variant: Variant, options: VerifyOptions, explicit: bool) -> None:
+    """The logits the official checkpoint is known to give on its test image (fetched and cached when needed)."""
+    from beit_tools.core.sources import fetch_test_image
 
-        image_path = fetch(variant.image.url)
+    name = f"expected logits ({variant.name})"
+    expected = variant.expected
+    if expected is None:
+        result.checks.append(Check(name, SKIP, detail="no logits are published for this checkpoint"))
+        return
+    try:
+        image_path = options.image or fetch_test_image(
+            expected.image, cache_dir=options.cache_dir, offline=options.offline
+        )
+    except BeitToolsError as e:
+        detail = f"{e.message}; give {expected.image.name} with --image"
+        result.checks.append(Check(name, FAIL if explicit else SKIP, detail=detail))
+        return
     image = load_image(image_path, variant.image_size)
     with torch.no_grad():
-        logits = model(pixel_values=seed_pixels(image, variant)).logits
-    if tuple(logits.shape) != variant.logits_shape:
-        result.add(name, False, measured=f"shape {list(logits.shape)}", bound=f"shape {list(variant.logits_shape)}")
+        logits = model(pixel_values=seed_pixels(image, variant.image_size, expected.resample)).logits
+    if tuple(logits.shape) != expected.shape:
+        result.add(name, False, measured=f"shape {list(logits.shape)}", bound=f"shape {list(expected.shape)}")
         return
-    if variant.first_logits is None:
+    if expected.first is None:
         result.add(name, True, measured=f"shape {list(logits.shape)}", bound="shape only (no published logits)")
         return
-    expected = torch.tensor(variant.first_logits)
-    got = logits[0, :3] if expected.dim() == 1 else logits[0, :3, :3, :3]
-    delta = _max_abs(got, expected)
+    want = torch.tensor(expected.first)
+    got = logits[0, :3] if want.dim() == 1 else logits[0, :3, :3, :3]
+    delta = _max_abs(got, want)
     ok = delta <= VARIANT_ATOL
-    detail = f"first logits {[round(v, 4) for v in got.reshape(-1)[:3].tolist()]}"
-    if variant.predicted_class is not None:
+    detail = f"first logits {[round(v, 4) for v in got.reshape(-1)[:3].tolist()]} on {expected.image.name}"
+    if expected.top_class is not None:
         predicted = int(logits.argmax(-1).item())
-        ok = ok and predicted == variant.predicted_class
-        detail += f"; class {predicted} (expected {variant.predicted_class})"
+        ok = ok and predicted == expected.top_class
+        detail += f"; class {predicted} (expected {expected.top_class})"
     result.add(name, ok, measured=f"max |Δ| {delta:.2e}", bound=f"{VARIANT_ATOL:g}", detail=detail)
 
 
@@ -530,7 +537,7 @@ def verify(options: VerifyOptions) -> VerifyResult:
     pixels = check_function(result, model, out, options)
     name = options.variant or (result.provenance or {}).get("variant")
     if name:
-        check_expected(result, model, variant_by_name(name), options.image, explicit=options.variant is not None)
+        check_expected(result, model, variant_by_name(name), options, explicit=options.variant is not None)
     if analysis is not None:
         check_parity(result, model, weights, pixels, analysis, options)
         check_round_trip(result, weights, analysis)
