@@ -94,9 +94,16 @@ def tiny_abs_pos_arch(family: Family, **overrides: Any) -> Arch:
 
 
 def make_state_dict(
-    arch: Arch, seed: int = 0, dtype: torch.dtype = torch.float32, save_index: bool = True
+    arch: Arch,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+    save_index: bool = True,
+    fill: float | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Canonical unilm keys -> random tensors of the right shapes (index buffers exact)."""
+    """Canonical unilm keys -> random tensors of the right shapes (index buffers exact).
+
+    `fill` makes every floating tensor that constant instead: fast for full-size files whose test is about shapes.
+    """
     g = torch.Generator().manual_seed(seed)
     out: dict[str, torch.Tensor] = {}
     for key, expected in expected_layout(arch).items():
@@ -106,6 +113,9 @@ def make_state_dict(
             continue
         if key.endswith("num_batches_tracked"):
             out[key] = torch.tensor(1000, dtype=torch.long)
+            continue
+        if fill is not None:
+            out[key] = torch.full(expected.shape, fill, dtype=dtype)
             continue
         init = next(fn for pattern, fn in INITS if re.fullmatch(pattern, key))
         out[key] = init(expected.shape, g).to(dtype)
@@ -123,6 +133,7 @@ class SyntheticSpec:
     training_extras: bool = False  # optimizer, epoch, scaler, args Namespace
     save_index: bool = True
     seed: int = 0
+    fill: float | None = None  # a constant for every floating tensor (see make_state_dict)
 
     def with_(self, **changes: Any) -> SyntheticSpec:
         return replace(self, **changes)
@@ -154,7 +165,7 @@ def mmseg_meta(arch: Arch) -> dict[str, Any]:
 def make_checkpoint(spec: SyntheticSpec) -> dict[str, Any] | dict[str, torch.Tensor]:
     """The object a training script would pass to torch.save."""
     arch = spec.arch
-    sd = make_state_dict(arch, spec.seed, spec.dtype, spec.save_index)
+    sd = make_state_dict(arch, spec.seed, spec.dtype, spec.save_index, spec.fill)
     if arch.family is Family.SEGMENTATION:
         sd = {(k if k.startswith(("decode_head.", "auxiliary_head.")) else f"backbone.{k}"): v for k, v in sd.items()}
     sd = {f"{spec.key_prefix}{k}": v for k, v in sd.items()}
@@ -162,7 +173,7 @@ def make_checkpoint(spec: SyntheticSpec) -> dict[str, Any] | dict[str, torch.Ten
         return sd
     obj: dict[str, Any] = {spec.container: sd}
     if spec.container == "model_ema":
-        obj["model"] = make_state_dict(arch, spec.seed + 1, spec.dtype, spec.save_index)
+        obj["model"] = make_state_dict(arch, spec.seed + 1, spec.dtype, spec.save_index, spec.fill)
     if arch.family is Family.SEGMENTATION and spec.container == "state_dict":
         obj["meta"] = mmseg_meta(arch)
     if spec.training_extras:

@@ -25,8 +25,9 @@ def invoke(runner: CliRunner):
     """Run `beit-tools ARGS...` in-process; returns the click Result (stdout and stderr kept apart)."""
     from beit_tools.cli.app import app
 
-    def run(*args: object):
-        return runner.invoke(app, [str(a) for a in args], catch_exceptions=False, env={"COLUMNS": "200"})
+    def run(*args: object, env: dict[str, str] | None = None):
+        merged = {"COLUMNS": "200", **(env or {})}
+        return runner.invoke(app, [str(a) for a in args], catch_exceptions=False, env=merged)
 
     return run
 

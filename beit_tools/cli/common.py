@@ -27,7 +27,8 @@ def quiet_libraries() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     warnings.filterwarnings("ignore")
-    logging.getLogger("transformers").setLevel(logging.ERROR)
+    for name in ("transformers", "huggingface_hub"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 class Terminated(KeyboardInterrupt):
@@ -87,6 +88,12 @@ OfflineOption = typer.Option(
     False, "--offline", help="Use cached files only; never touch the network (also HF_HUB_OFFLINE=1)."
 )
 SOURCE_HELP = "The checkpoint: a path (.pth/.pt/.bin/.safetensors), an http(s) URL, or hf://ORG/REPO[@REV]/FILE."
+
+
+def go_offline(offline: bool) -> None:
+    """--offline: switch huggingface_hub off too, before it is imported (it reads the switch once, at import)."""
+    if offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"
 
 
 def fetch_source(source: str | None, variant: str | None, mirror: str | None, cache_dir, offline: bool):

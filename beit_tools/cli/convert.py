@@ -18,6 +18,7 @@ from beit_tools.cli.common import (
     TrustOption,
     VariantOption,
     fetch_source,
+    go_offline,
     quiet_libraries,
     reported_errors,
 )
@@ -74,6 +75,7 @@ def convert(
     """
     shard_bytes = parse_size(max_shard_size)
     quiet_libraries()
+    go_offline(offline)
     from beit_tools.cli import render
 
     with reported_errors(debug):

@@ -16,6 +16,7 @@ from beit_tools.cli.common import (
     TrustOption,
     VariantOption,
     fetch_source,
+    go_offline,
     quiet_libraries,
     reported_errors,
 )
@@ -42,6 +43,7 @@ def inspect(
     Example: `beit-tools inspect beit_base_patch16_224_pt22k.pth`, or `beit-tools inspect --variant base-pt22k`.
     """
     quiet_libraries()
+    go_offline(offline)
     from beit_tools.cli import render
 
     with reported_errors(debug):

@@ -12,6 +12,7 @@ from beit_tools.cli.common import (
     JsonOption,
     OfflineOption,
     TrustOption,
+    go_offline,
     quiet_libraries,
     reported_errors,
 )
@@ -43,6 +44,7 @@ def verify(
     Exit 0 when every check passes, 1 when any fails.
     """
     quiet_libraries()
+    go_offline(offline)
     from beit_tools.cli import render
 
     with reported_errors(debug):

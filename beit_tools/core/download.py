@@ -26,7 +26,7 @@ from urllib.parse import urlparse
 from beit_tools.core.formats import checkpoint_problem, image_problem
 from beit_tools.errors import BeitToolsError
 
-CHUNK = 1 << 20
+CHUNK = 1 << 16  # small enough that a broken connection loses little of what arrived
 DEFAULT_TIMEOUT = 30.0  # seconds without a byte before a connection counts as broken
 DEFAULT_RETRIES = 4  # further attempts after the first, on connection errors and 5xx
 BACKOFF = 0.5  # seconds before the first retry, doubling after each

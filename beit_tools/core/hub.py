@@ -39,8 +39,12 @@ FAILURES: tuple[tuple[str, str, str], ...] = (
     ),
     ("RevisionNotFoundError", "{what}: no such revision", "check the name after @"),
     ("RemoteEntryNotFoundError", "{what}: no such file in the repository", "check the path after the repo"),
+    (
+        "LocalEntryNotFoundError",
+        "{what} is not in the Hugging Face cache, and {endpoint} cannot be reached",
+        "check the network or HF_ENDPOINT",
+    ),
     ("EntryNotFoundError", "{what}: no such file in the repository", "check the path after the repo"),
-    ("LocalEntryNotFoundError", "{what} is not in the Hugging Face cache, and {endpoint} cannot be reached", ""),
     ("ConnectError", "cannot reach {endpoint} ({detail})", "check the network or HF_ENDPOINT"),
     ("TimeoutException", "{endpoint} did not answer in time", "check the network or HF_ENDPOINT"),
 )
@@ -59,7 +63,7 @@ def hub_error(e: BaseException, what: str, *, offline: bool = False) -> BeitTool
         names.add("OfflineModeIsEnabled")
     for name, message, hint in FAILURES:
         if name in names:
-            return BeitToolsError(message.format(what=what, endpoint=endpoint(), detail=detail), hint or None)
+            return BeitToolsError(message.format(what=what, endpoint=endpoint(), detail=detail), hint)
     status = getattr(getattr(e, "response", None), "status_code", None)
     if status in STATUS_FAILURES:
         message, hint = STATUS_FAILURES[status]
