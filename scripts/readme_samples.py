@@ -66,8 +66,25 @@ def keep_like(old: str, new: str) -> str:
     return "\n".join(pieces)
 
 
+VARIANTS_BLOCK = re.compile(r"(<!-- variants:start -->\n).*?(<!-- variants:end -->)", re.S)
+
+
+def variants_markdown() -> str:
+    """The registry as a Markdown table, for the README."""
+    from beit_tools.core.variants import VARIANTS
+
+    rows = ["| name | family | params | image | labels | file | known logits | Hub-style folder |", "|" + " --- |" * 8]
+    for v in VARIANTS.values():
+        known = "-" if v.expected is None else "shape only" if v.expected.first is None else "yes"
+        rows.append(
+            f"| `{v.name}` | {v.family.value} | {v.params_m:.1f}M | {v.image_size} | {v.labels or 'visual tokens'} "
+            f"| `{v.filename}` | {known} | `{v.output_name}` |"
+        )
+    return "\n".join(rows) + "\n"
+
+
 def main() -> None:
-    text = README.read_text()
+    text = VARIANTS_BLOCK.sub(lambda m: m.group(1) + variants_markdown() + m.group(2), README.read_text())
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         build(work)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -171,7 +172,7 @@ def _jpeg() -> bytes:
 def test_verify_fetches_the_ade20k_test_image_from_the_hub_for_a_variant_in_provenance(tmp_path) -> None:
     from beit_tools.core.convert import ConvertOptions, convert
 
-    arch = tiny_arch(Family.SEGMENTATION, num_labels=150)
+    arch = tiny_arch(Family.SEGMENTATION, num_labels=150, image_size=640, patch_size=80)  # 640 px, an 8x8 window
     convert(ConvertOptions(write_synthetic(tmp_path / "ade.pth", default_spec(arch)), tmp_path / "out"))
     provenance = json.loads((tmp_path / "out" / "provenance.json").read_text())
     (tmp_path / "out" / "provenance.json").write_text(json.dumps(provenance | {"variant": "base-ade20k"}))
@@ -183,7 +184,7 @@ def test_verify_fetches_the_ade20k_test_image_from_the_hub_for_a_variant_in_prov
     check = next(c for c in json.loads(done.stdout)["checks"] if c["name"] == "expected logits (base-ade20k)")
     # The tiny model is not the real one: the check ran on the fetched image and failed on the logits' shape.
     assert check["status"] == "fail" and check["bound"] == "shape [1, 150, 160, 160]"
-    assert check["measured"].startswith("shape [1, 150, ")
+    assert check["measured"] == "shape [1, 150, 32, 32]"
     assert fetched == ["/datasets/hf-internal-testing/fixtures_ade20k/resolve/main/ADE_val_00000001.jpg"]
     cached = list((tmp_path / "hf-home" / "hub").rglob("ADE_val_00000001.jpg"))
     assert cached and cached[0].read_bytes() == _jpeg()
@@ -192,3 +193,15 @@ def test_verify_fetches_the_ade20k_test_image_from_the_hub_for_a_variant_in_prov
     )
     again = next(c for c in json.loads(offline.stdout)["checks"] if c["name"] == "expected logits (base-ade20k)")
     assert again["measured"] == check["measured"]  # from the Hub cache, offline
+
+
+def test_the_readme_table_is_the_registry() -> None:
+    import importlib.util
+    import re
+
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("readme_samples", root / "scripts" / "readme_samples.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    block = re.search(r"<!-- variants:start -->\n(.*?)<!-- variants:end -->", (root / "README.md").read_text(), re.S)
+    assert block is not None and block.group(1) == module.variants_markdown()

@@ -12,6 +12,7 @@ from beit_tools.cli.common import (
     JsonOption,
     OfflineOption,
     TrustOption,
+    fetch_source,
     go_offline,
     quiet_libraries,
     reported_errors,
@@ -20,8 +21,10 @@ from beit_tools.cli.common import (
 
 def verify(
     output: Path = typer.Argument(..., help="The folder `beit-tools convert` wrote."),
-    against: Path | None = typer.Option(
-        None, "--against", help="The source checkpoint: parity with the original architecture, and round trip."
+    against: str | None = typer.Option(
+        None,
+        "--against",
+        help="The source checkpoint (path, URL or hf:// address): parity with the original architecture, round trip.",
     ),
     image: Path | None = typer.Option(None, "--image", help="Image for the forward pass (default: a synthetic one)."),
     top: int = typer.Option(5, "--top", min=1, help="How many predictions to show."),
@@ -51,10 +54,11 @@ def verify(
         from beit_tools.core.verify import VerifyOptions
         from beit_tools.core.verify import verify as run_verify
 
+        source = fetch_source(against, None, None, cache_dir, offline).path if against else None
         result = run_verify(
             VerifyOptions(
                 output=output,
-                against=against,
+                against=source,
                 image=image,
                 top=top,
                 variant=variant,
