@@ -17,7 +17,7 @@ lint:
 	$(BIN)/ruff check beit_tools tests scripts
 	$(BIN)/ruff format --check beit_tools tests scripts
 
-demo: ## inspect -> convert -> verify -> push --dry-run on a small synthetic checkpoint, offline
+demo: ## variants; inspect -> convert (by URL, from 127.0.0.1) -> verify -> push --dry-run on a small synthetic checkpoint, offline
 	$(BIN)/python scripts/demo.py
 
 bench: ## conversion time and peak memory on a BEiT-large-sized synthetic checkpoint

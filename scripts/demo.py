@@ -1,8 +1,8 @@
 """`make demo`: the whole flow on a small synthetic unilm checkpoint, offline.
 
 It lists the official variants, serves the checkpoint from a web server on 127.0.0.1 (started here),
-then inspects and converts it by URL (downloaded once into a cache under demo/), and verifies the result
-against the original architecture.
+then inspects and converts it by URL (downloaded once into a cache under demo/), verifies the result
+against the original architecture, and shows what `push` would publish (`--dry-run`: nothing is sent).
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ def main() -> None:
     cached = next((DEMO / "cache").rglob(source.name))
     run("verify", DEMO / "out", "--against", cached, "--save-visual", DEMO / "predictions.png")
     print(f"\nfolder: {sorted(p.name for p in (DEMO / 'out').iterdir())}")
+    run("push", DEMO / "out", "--repo", "my-org/beit-demo-ft1k", "--dry-run")
 
 
 if __name__ == "__main__":

@@ -213,6 +213,8 @@ class HubServer:
     lfs: dict[str, bytes] = field(default_factory=dict)
     log: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
     url: str = ""
+    commit_failures: int = 0  # answer this many commits with a 500
+    lfs_delay: float = 0.0  # seconds an LFS upload takes
 
     @contextmanager
     def running(self) -> Iterator[HubServer]:
@@ -240,6 +242,7 @@ class HubServer:
         ("POST", r"/api/validate-yaml", "validate_yaml"),
         ("GET", r"/api/(?P<type>models|datasets|spaces)/(?P<repo>[^/]+/[^/]+)/revision/(?P<rev>.+)", "info"),
         ("GET", r"/api/(?P<type>models|datasets|spaces)/(?P<repo>[^/]+/[^/]+)", "info"),
+        ("GET", r"/api/(?P<type>models|datasets|spaces)/(?P<repo>[^/]+/[^/]+)/tree/(?P<rev>[^/]+)(?:/.*)?", "tree"),
         ("POST", r"/api/(?P<type>models|datasets|spaces)/(?P<repo>[^/]+/[^/]+)/branch/(?P<rev>.+)", "branch"),
         ("POST", r"/api/(?P<type>models|datasets|spaces)/(?P<repo>[^/]+/[^/]+)/preupload/(?P<rev>.+)", "preupload"),
         ("POST", r"/api/(?P<type>models|datasets|spaces)/(?P<repo>[^/]+/[^/]+)/commit/(?P<rev>.+)", "commit"),
@@ -334,6 +337,20 @@ class HubServer:
         siblings = [{"rfilename": name} for name in sorted(commit.files)]
         h.reply_json(200, {"id": repo, "sha": commit.oid, "private": found.private, "siblings": siblings})
 
+    def tree(self, h: _Handler, query: dict, type: str, repo: str, rev: str) -> None:
+        found = self._repo(h, type, repo)
+        if not found:
+            return
+        commit = found.resolve(rev)
+        if commit is None:
+            h.reply_json(404, {"error": f"Invalid rev id: {rev}"}, {"X-Error-Code": "RevisionNotFound"})
+            return
+        entries = [
+            {"type": "file", "path": name, "size": len(data), "oid": git_blob_oid(data)}
+            for name, data in sorted(commit.files.items())
+        ]
+        h.reply_json(200, entries)
+
     def branch(self, h: _Handler, query: dict, type: str, repo: str, rev: str) -> None:
         payload = json.loads(h.body() or b"{}")
         found = self._repo(h, type, repo)
@@ -384,6 +401,7 @@ class HubServer:
 
     def lfs_upload(self, h: _Handler, query: dict, oid: str) -> None:
         data = h.body()
+        time.sleep(self.lfs_delay)
         if hashlib.sha256(data).hexdigest() != oid:
             h.reply_json(400, {"error": "content does not match its oid"})
             return
@@ -399,6 +417,10 @@ class HubServer:
         lines = [json.loads(line) for line in h.body().splitlines() if line.strip()]
         found = self._repo(h, type, repo)
         if not found or not self._auth(h, write=True):
+            return
+        if self.commit_failures:
+            self.commit_failures -= 1
+            h.reply_json(500, {"error": "Internal Error - We're working hard to fix this as soon as possible!"})
             return
         parent = found.resolve(rev)
         if parent is None:

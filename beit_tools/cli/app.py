@@ -7,6 +7,7 @@ import typer
 from beit_tools import __version__
 from beit_tools.cli import convert as convert_command
 from beit_tools.cli import inspect as inspect_command
+from beit_tools.cli import push as push_command
 from beit_tools.cli import variants as variants_command
 from beit_tools.cli import verify as verify_command
 
@@ -21,6 +22,7 @@ app = typer.Typer(
 app.command("inspect", no_args_is_help=True)(inspect_command.inspect)
 app.command("convert", no_args_is_help=True)(convert_command.convert)
 app.command("verify", no_args_is_help=True)(verify_command.verify)
+app.command("push", no_args_is_help=True)(push_command.push)
 app.command("variants")(variants_command.variants)
 
 

@@ -22,10 +22,15 @@ TrustOption = typer.Option(
 )
 
 
-def quiet_libraries() -> None:
-    """Our own output is the report; library chatter and progress bars would interleave with it."""
+def quiet_libraries(hub_progress: bool = False) -> None:
+    """Our own output is the report; library chatter and progress bars would interleave with it.
+
+    `hub_progress` keeps huggingface_hub's upload bars possible (push turns them on for the upload only).
+    """
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_HUB_VERBOSITY", "error")
+    if not hub_progress:
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     warnings.filterwarnings("ignore")
     for name in ("transformers", "huggingface_hub"):
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -40,7 +45,7 @@ def _terminate(signum: int, frame: object) -> None:
 
 
 @contextmanager
-def reported_errors(debug: bool) -> Iterator[None]:
+def reported_errors(debug: bool, interrupted: str = "interrupted; nothing was written") -> Iterator[None]:
     """Turn failures into one line on stderr and exit 1; `--debug` re-raises for the traceback.
 
     SIGINT and SIGTERM interrupt the command like an exception, so temporary output is removed.
@@ -58,7 +63,7 @@ def reported_errors(debug: bool) -> Iterator[None]:
         print_error(e.message, e.hint)
         raise typer.Exit(e.exit_code) from None
     except KeyboardInterrupt as e:
-        print_error("interrupted; nothing was written", None)
+        print_error(interrupted, None)
         raise typer.Exit(143 if isinstance(e, Terminated) else 130) from None
     except Exception as e:
         if debug:

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from beit_tools.core.convert import ConversionResult
     from beit_tools.core.inspection import Report
     from beit_tools.core.plan import Plan
+    from beit_tools.core.push import PushPlan, PushResult
     from beit_tools.core.variants import Variant
     from beit_tools.core.verify import VerifyResult
 
@@ -47,8 +48,15 @@ def print_error(message: str, hint: str | None) -> None:
 
 
 def note(text: str) -> None:
-    """A status line on stderr, kept out of stdout so --json stays parseable."""
-    stderr().print(f"[dim]{escape(text)}[/]")
+    """A status line on stderr for a person watching (terminals only, like the progress bars)."""
+    console = stderr()
+    if console.is_terminal:
+        console.print(f"[dim]{escape(text)}[/]")
+
+
+def warn(text: str) -> None:
+    """A warning on stderr that cannot be missed."""
+    stderr().print(f"[bold yellow]warning:[/] {escape(text)}")
 
 
 def print_json(data: Any) -> None:
@@ -367,3 +375,69 @@ def render_variants(variants: list[Variant]) -> None:
         "[dim]`beit-tools convert --variant NAME` downloads (cached) and converts; "
         "--mirror / BEIT_TOOLS_MIRROR replaces the host.[/]"
     )
+
+
+@contextmanager
+def hub_progress(enabled: bool) -> Iterator[None]:
+    """huggingface_hub's own progress bars (uploads) on or off for a block; HF_HUB_DISABLE_PROGRESS_BARS=1 wins."""
+    import os
+
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    was_disabled = are_progress_bars_disabled()
+    if enabled and sys.stderr.isatty() and os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS") is None:
+        enable_progress_bars()
+    else:
+        disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_disabled:
+            disable_progress_bars()
+        elif os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS") is None:
+            enable_progress_bars()
+
+
+def push_files_table(plan: PushPlan) -> Table:
+    table = Table(title=f"Publish {plan.folder} → {plan.repo_id}", title_justify="left")
+    table.add_column("file")
+    table.add_column("size", justify="right")
+    table.add_column("note")
+    notes = {"README.md": f"model card ({plan.card_action})"}
+    for f in plan.files:
+        table.add_row(escape(f.name), _size(f.bytes), escape(notes.get(f.name, "")))
+    table.add_section()
+    table.add_row("total", _size(sum(f.bytes for f in plan.files)), "")
+    return table
+
+
+def _gate_line(plan: PushPlan) -> str:
+    if plan.checks is None:
+        return "[bold yellow]not verified (--skip-verify)[/]"
+    passed = sum(c["status"] == "pass" for c in plan.checks)
+    against = f", parity against {escape(plan.verified_against.name)}" if plan.verified_against else ""
+    return f"[green]verified[/]: {passed} checks passed{against}"
+
+
+def render_push_plan(plan: PushPlan) -> None:
+    console = stdout()
+    console.print(push_files_table(plan))
+    console.print(_gate_line(plan))
+    console.print(f"[bold]README.md[/] ({plan.card_action}):")
+    console.print(escape(plan.card), soft_wrap=True)
+    console.print("[dim]dry run: nothing was sent[/]")
+
+
+def render_push(result: PushResult) -> None:
+    console = stdout()
+    console.print(push_files_table(result.plan))
+    console.print(_gate_line(result.plan))
+    if result.pr_url:
+        console.print(f"[green]✓[/] opened a pull request: {escape(result.pr_url)}")
+    elif result.changed:
+        console.print(f"[green]✓[/] published {escape(result.revision)}: {escape(str(result.commit_url))}")
+    else:
+        console.print(
+            f"[green]✓[/] nothing changed since {escape(str(result.commit))[:12]} on {escape(result.revision)}: "
+            "no new commit"
+        )

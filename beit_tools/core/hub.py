@@ -68,6 +68,8 @@ def hub_error(e: BaseException, what: str, *, offline: bool = False) -> BeitTool
     if status in STATUS_FAILURES:
         message, hint = STATUS_FAILURES[status]
         return BeitToolsError(message.format(what=what, endpoint=endpoint()), hint)
+    if isinstance(status, int) and status >= 500:
+        return BeitToolsError(f"{endpoint()} answered {status}, a server error", "try again later")
     return BeitToolsError(f"{what}: the Hub answered {detail}", "rerun with --debug for the details")
 
 

@@ -27,9 +27,10 @@ BUNDLED = {
 class Labels:
     id2label: dict[int, str]
     source: str
+    bundled: str | None = None  # the bundled list's name when the names are one of them (dataset of the head)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "count": len(self.id2label)}
+        return {"source": self.source, "count": len(self.id2label), "set": self.bundled}
 
 
 def bundled(name: str) -> dict[int, str]:
@@ -74,9 +75,11 @@ def resolve_labels(arch: Arch, classes_in_file: list[str] | None, labels_file: P
                 "give exactly one name per class",
             )
         return Labels(id2label, f"--labels {labels_file}")
-    if classes_in_file and len(classes_in_file) == n:
-        return Labels({i: c.strip() for i, c in enumerate(classes_in_file)}, "meta.CLASSES in the checkpoint")
     name = BUNDLED.get((arch.family, n))
+    if classes_in_file and len(classes_in_file) == n:
+        names = {i: c.strip() for i, c in enumerate(classes_in_file)}
+        same = name is not None and names == {i: c.strip() for i, c in bundled(name).items()}
+        return Labels(names, "meta.CLASSES in the checkpoint", name if same else None)
     if name is not None:
-        return Labels(bundled(name), f"{name} (bundled; chosen by the head's {n} classes, --labels overrides)")
+        return Labels(bundled(name), f"{name} (bundled; chosen by the head's {n} classes, --labels overrides)", name)
     return Labels({i: f"LABEL_{i}" for i in range(n)}, "generic LABEL_i (--labels names them)")

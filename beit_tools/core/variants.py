@@ -84,6 +84,7 @@ class Variant:
     expected: Expected | None = None
     mirrors: tuple[str, ...] = V1_MIRRORS
     note: str = ""
+    reported: str = ""  # the original authors' result for this file, as published (not re-measured here)
 
     def urls(self, mirror: str | None = None) -> tuple[str, ...]:
         """Addresses to try in order; a mirror replaces them all (an air-gapped site reaches nothing else)."""
@@ -143,6 +144,7 @@ class Variant:
             "output_name": self.output_name,
             "expected_logits": self.expected is not None and self.expected.first is not None,
             "note": self.note,
+            "reported": self.reported,
         }
 
 
@@ -249,6 +251,7 @@ VARIANTS: dict[str, Variant] = {
             output_name="beit-base-patch16-224-pt22k-ft1k",
             params_m=86.5,
             expected=Expected((1, 1000), (0.1241, 0.0798, -0.6569), 285),
+            reported="ImageNet-1k top-1 83.7% at 224 px",
         ),
         Variant(
             name="large-ft1k",
@@ -260,6 +263,7 @@ VARIANTS: dict[str, Variant] = {
             output_name="beit-large-patch16-224-pt22k-ft1k",
             params_m=304.4,
             expected=Expected((1, 1000), (0.4610, -0.0928, 0.2086), 761),
+            reported="ImageNet-1k top-1 86.0% at 224 px",
         ),
         Variant(
             name="base-ft22kto1k",
@@ -271,6 +275,7 @@ VARIANTS: dict[str, Variant] = {
             output_name="beit-base-patch16-224",
             params_m=86.5,
             expected=Expected((1, 1000), (-1.2385, -1.0987, -1.0108), 281),
+            reported="ImageNet-1k top-1 85.2% at 224 px",
         ),
         Variant(
             name="large-ft22kto1k",
@@ -282,6 +287,7 @@ VARIANTS: dict[str, Variant] = {
             output_name="beit-large-patch16-224",
             params_m=304.4,
             expected=Expected((1, 1000), (-0.4804, 0.6257, -0.1837), 761),
+            reported="ImageNet-1k top-1 87.4% at 224 px",
         ),
         Variant(
             name="base-ft22kto1k-384",
@@ -293,6 +299,7 @@ VARIANTS: dict[str, Variant] = {
             output_name="beit-base-patch16-384",
             params_m=86.7,
             expected=Expected((1, 1000), (-1.5303, -0.9484, -0.3147), 761),
+            reported="ImageNet-1k top-1 86.8% at 384 px",
         ),
         Variant(
             name="large-ft22kto1k-384",
@@ -304,6 +311,7 @@ VARIANTS: dict[str, Variant] = {
             output_name="beit-large-patch16-384",
             params_m=305.0,
             expected=Expected((1, 1000), (-0.5122, 0.5117, -0.2113), 761),
+            reported="ImageNet-1k top-1 88.4% at 384 px",
         ),
         Variant(
             name="large-ft22kto1k-512",
@@ -315,6 +323,7 @@ VARIANTS: dict[str, Variant] = {
             output_name="beit-large-patch16-512",
             params_m=305.7,
             expected=Expected((1, 1000), (-0.3062, 0.7261, 0.4852), 761),
+            reported="ImageNet-1k top-1 88.6% at 512 px",
         ),
         Variant(
             name="base-ade20k",
@@ -326,6 +335,7 @@ VARIANTS: dict[str, Variant] = {
             output_name="beit-base-finetuned-ade-640-640",
             params_m=163.4,
             expected=_ade(_ADE_BASE),
+            reported="ADE20K mIoU 53.6 (54.2 multi-scale + flip), sliding-window inference at 640 px",
         ),
         Variant(
             name="large-ade20k",
@@ -337,6 +347,7 @@ VARIANTS: dict[str, Variant] = {
             output_name="beit-large-finetuned-ade-640-640",
             params_m=441.3,
             expected=_ade(_ADE_LARGE),
+            reported="ADE20K mIoU 56.7 (57.0 multi-scale + flip), sliding-window inference at 640 px",
         ),
     )
 }
