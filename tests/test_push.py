@@ -278,3 +278,15 @@ def test_push_help_lists_every_option(invoke) -> None:
     for option in ("--repo", "--private", "--revision", "--create-pr", "--commit-message", "--token", "--dry-run"):
         assert option in text
     assert "--skip-verify" in text and "--json" in text
+
+
+def test_an_unreachable_endpoint_is_one_line(tmp_path) -> None:
+    from tests.servers import free_port
+
+    out = converted(tmp_path)
+    env = process_env(tmp_path, HF_ENDPOINT=f"http://127.0.0.1:{free_port()}", HF_TOKEN=WRITE)
+    result = subprocess.run(
+        [EXE, "push", out, "--repo", "alice/x", "--skip-verify"], capture_output=True, text=True, env=env
+    )
+    assert result.returncode == 1
+    assert error_line(result.stderr).startswith("error: cannot reach http://127.0.0.1:")
