@@ -36,7 +36,7 @@ def test_json_output_is_one_object_on_stdout(invoke, checkpoint: Path, tmp_path:
     assert data["family"] == "image-classification"
     assert data["dtype"] == "float16"
     assert data["config"]["num_attention_heads"] == 2
-    assert data["plan"]["counts"] == {"renamed": 37, "split": 2, "dropped": 2, "unused": 0, "missing": 0}
+    assert data["plan"]["counts"] == {"renamed": 37, "split": 2, "dropped": 2, "added": 0, "unused": 0, "missing": 0}
 
 
 @pytest.mark.parametrize(

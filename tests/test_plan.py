@@ -79,8 +79,8 @@ def test_every_family_has_its_own_heads_after_the_shared_rules() -> None:
 
 
 def test_schema_check_names_what_transformers_would_miss() -> None:
-    from beit_tools.core.convert import target_tensors
     from beit_tools.core.detect import detect
+    from beit_tools.core.ops import Cast
     from beit_tools.core.plan import make_plan
     from beit_tools.core.schema import beit_config, check_schema, target_schema
     from tests.test_detect import infos_of
@@ -88,7 +88,7 @@ def test_schema_check_names_what_transformers_would_miss() -> None:
     arch = tiny_arch(Family.CLASSIFICATION)
     infos = infos_of(arch)
     plan = make_plan(detect(infos), infos, {k: k for k in infos})
-    produced = {t.key: t.shape for t in target_tensors(plan, torch.float32)}
+    produced = {t.key: t.shape for t in plan.target_tensors(Cast(torch.float32))}
     config = beit_config(arch)
     assert produced == target_schema(config)
     check_schema(produced, config)

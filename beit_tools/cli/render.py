@@ -26,6 +26,7 @@ OP_STYLES = {
     "rename": "green",
     "split": "cyan",
     "drop": "yellow",
+    "added": "magenta",
     "unused": "bold red",
     "missing": "bold red",
 }
@@ -193,7 +194,7 @@ def plan_table(plan: Plan) -> Table:
         "total",
         "",
         str(sum(v for k, v in counts.items() if k != "missing")),
-        ", ".join(f"{v} {k}" for k, v in counts.items()),
+        ", ".join(f"{v} {k}" for k, v in counts.items() if v or k != "added"),
     )
     return table
 
@@ -278,11 +279,11 @@ def keys_table(plan: Plan) -> Table:
     for column in ("source", "op", "target", "shape", "dtype"):
         table.add_column(column, overflow="fold")
     for m in plan.mappings:
-        style = OP_STYLES.get(m.op, "")
+        style = OP_STYLES.get(m.outcome, "")
         target = "\n".join(m.targets) or f"[dim]{escape(m.reason)}[/]"
         table.add_row(
             escape(m.source_key),
-            f"[{style}]{m.op}[/]",
+            f"[{style}]{m.outcome}[/]",
             target if not m.targets else escape(target),
             str(list(m.shape)),
             str(m.dtype).removeprefix("torch."),

@@ -14,15 +14,13 @@ from beit_tools.core.analysis import Analysis, analyse, source_warnings
 from beit_tools.core.checkpoint import Checkpoint
 from beit_tools.core.dtypes import BY_NAME, dtype_name
 from beit_tools.core.labels import Labels, resolve_labels
-from beit_tools.core.plan import Plan
+from beit_tools.core.ops import Cast
 from beit_tools.core.processor import preprocessor_config
 from beit_tools.core.provenance import PROVENANCE_NAME, provenance, sha256_file
-from beit_tools.core.rules import Op
 from beit_tools.core.schema import beit_config, check_schema
 from beit_tools.core.sources import Source, require_variant
 from beit_tools.core.writer import (
     DEFAULT_MAX_SHARD_BYTES,
-    TargetTensor,
     atomic_directory,
     write_json,
     write_weights,
@@ -86,18 +84,6 @@ def source_dtype(ckpt: Checkpoint) -> torch.dtype:
     return by_bytes.most_common(1)[0][0] if by_bytes else torch.float32
 
 
-def target_tensors(plan: Plan, dtype: torch.dtype) -> list[TargetTensor]:
-    """Output tensors in source order; floating tensors take `dtype`, integer buffers keep theirs."""
-    out = []
-    for m in plan.mappings:
-        if m.op not in (Op.RENAME, Op.SPLIT):
-            continue
-        tensor_dtype = dtype if m.dtype.is_floating_point else m.dtype
-        for i, key in enumerate(m.targets):
-            out.append(TargetTensor(key, m.target_shape, tensor_dtype, m.key, i, len(m.targets)))
-    return out
-
-
 def convert(
     options: ConvertOptions,
     on_start: Callable[[int], None] = lambda total: None,
@@ -123,7 +109,7 @@ def convert(
     if options.dtype is not None and options.dtype not in BY_NAME:
         raise BeitToolsError(f"unknown --dtype {options.dtype}", "use float32, float16 or bfloat16")
     dtype = BY_NAME[options.dtype] if options.dtype else source_dtype(ckpt)
-    targets = target_tensors(plan, dtype)
+    targets = plan.target_tensors(Cast(dtype))
     config = beit_config(arch, labels.id2label if labels else None, dtype)
     check_schema({t.key: t.shape for t in targets}, config)
 
@@ -140,7 +126,7 @@ def convert(
     total = sum(t.nbytes for t in targets)
     with atomic_directory(options.output, options.overwrite, keep=(ckpt.path,)) as tmp:
         on_start(total)
-        files = write_weights(tmp, targets, read_checked, options.max_shard_bytes, on_written)
+        files = write_weights(tmp, targets, plan.reader(read_checked), options.max_shard_bytes, on_written)
         config.save_pretrained(tmp)
         write_json(tmp / "preprocessor_config.json", preprocessor_config(arch))
         if nonfinite:

@@ -8,7 +8,7 @@ compares with the recomputed index so a non-standard window never disappears sil
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,44 +19,72 @@ from beit_tools.core.checkpoint import TensorInfo
 from beit_tools.core.detect import Detection
 from beit_tools.core.dtypes import dtype_name
 from beit_tools.core.layout import ExpectedTensor, expected_layout
-from beit_tools.core.rules import Op, match, rules_for
+from beit_tools.core.ops import Cast, Op
+from beit_tools.core.rules import match, rules_for
 from beit_tools.errors import BeitToolsError
 
-UNUSED = "unused"
-# Count names shown in the diff table, per operation.
-OUTCOMES = {Op.RENAME.value: "renamed", Op.SPLIT.value: "split", Op.DROP.value: "dropped", UNUSED: "unused"}
+UNUSED, ADDED = "unused", "added"
+# Count names shown in the diff table, per outcome.
+OUTCOMES = {"rename": "renamed", "split": "split", "drop": "dropped", ADDED: "added", UNUSED: "unused"}
+Reader = Callable[[list[str]], Iterator[tuple[str, torch.Tensor]]]
 
 
 @dataclass(frozen=True)
 class KeyMapping:
-    """What conversion does with one source tensor."""
+    """What conversion does with one source tensor (or one tensor the plan adds)."""
 
     source_key: str  # as stored in the file
     key: str  # canonical unilm name
-    op: str  # rename | split | drop | unused
     rule: str
+    op: Op | None  # None: no rule takes this key
     targets: tuple[str, ...]
     reason: str
     shape: tuple[int, ...]
     dtype: torch.dtype
+    added: str = ""  # why the plan makes this tensor (zeros) although the file has none
 
     @property
-    def target_shape(self) -> tuple[int, ...]:
-        if self.op == Op.SPLIT:
-            return (self.shape[0] // len(self.targets), *self.shape[1:])
-        return self.shape
+    def outcome(self) -> str:
+        return UNUSED if self.op is None else ADDED if self.added else self.op.name
+
+    @property
+    def target_shapes(self) -> list[tuple[int, ...]]:
+        return self.op.target_shapes(self.shape, len(self.targets)) if self.op else []
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "source": self.source_key,
             "key": self.key,
-            "op": self.op,
+            "op": self.outcome,
             "rule": self.rule,
             "targets": list(self.targets),
-            "reason": self.reason,
+            "reason": self.added or self.reason,
             "shape": list(self.shape),
             "dtype": dtype_name(self.dtype),
         }
+
+
+@dataclass(frozen=True)
+class TargetTensor:
+    """One tensor of the output: its name, shape and dtype, and how its op makes it from the source tensor."""
+
+    key: str
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    source: str  # canonical source key
+    op: Op
+    part: int  # which of the op's targets this is
+    parts: int
+
+    @property
+    def nbytes(self) -> int:
+        n = self.dtype.itemsize
+        for s in self.shape:
+            n *= s
+        return n
+
+    def produce(self, tensor: torch.Tensor) -> torch.Tensor:
+        return self.op.produce(tensor, self.parts)[self.part].to(self.dtype).contiguous()
 
 
 @dataclass(frozen=True)
@@ -77,33 +105,55 @@ class Plan:
 
     @property
     def unused(self) -> list[KeyMapping]:
-        return [m for m in self.mappings if m.op == UNUSED]
+        return [m for m in self.mappings if m.op is None]
+
+    @property
+    def added(self) -> dict[str, KeyMapping]:
+        """Canonical keys of the tensors the plan makes as zeros, with their mappings."""
+        return {m.key: m for m in self.mappings if m.added}
 
     def counts(self) -> dict[str, int]:
-        c = Counter(OUTCOMES[m.op] for m in self.mappings)
+        c = Counter(OUTCOMES[m.outcome] for m in self.mappings)
         return {name: c.get(name, 0) for name in OUTCOMES.values()} | {"missing": len(self.missing)}
 
     def by_rule(self) -> list[tuple[str, str, int, str, str]]:
-        """(rule, op, count, reason, first example) in first-seen order, for the diff table."""
+        """(rule, outcome, count, reason, first example) in first-seen order, for the diff table."""
         seen: dict[tuple[str, str], list[Any]] = {}
         for m in self.mappings:
             example = f"{m.source_key} → {', '.join(m.targets)}" if m.targets else m.source_key
-            entry = seen.setdefault((m.rule, m.op), [0, m.reason, example])
+            entry = seen.setdefault((m.rule, m.outcome), [0, m.added or m.reason, example])
             entry[0] += 1
         return [(rule, op, n, reason, example) for (rule, op), (n, reason, example) in seen.items()]
 
-    def targets(self) -> dict[str, tuple[KeyMapping, int]]:
-        """Target key -> (its mapping, which of the mapping's targets it is)."""
-        out: dict[str, tuple[KeyMapping, int]] = {}
+    def target_tensors(self, cast: Cast) -> list[TargetTensor]:
+        """Output tensors in source order, cast as asked; two sources for one target is a defect."""
+        out: dict[str, TargetTensor] = {}
         for m in self.mappings:
-            if m.op in (Op.RENAME, Op.SPLIT):
-                for i, t in enumerate(m.targets):
-                    if t in out:
-                        raise BeitToolsError(
-                            f"two source tensors map to {t}: {out[t][0].source_key} and {m.source_key}"
-                        )
-                    out[t] = (m, i)
-        return out
+            if m.op is None or not m.op.writes:
+                continue
+            dtype = cast.target_dtype(m.dtype)
+            for i, (key, shape) in enumerate(zip(m.targets, m.target_shapes, strict=True)):
+                if key in out:
+                    raise BeitToolsError(
+                        f"two source tensors map to {key}: {out[key].source} and {m.key}",
+                        "this is a beit-tools rule defect; please report it",
+                    )
+                out[key] = TargetTensor(key, shape, dtype, m.key, m.op, i, len(m.targets))
+        return list(out.values())
+
+    def reader(self, read: Reader) -> Reader:
+        """`read` for the file's tensors, with zeros for the ones the plan adds."""
+        added = self.added
+
+        def both(keys: list[str]) -> Iterator[tuple[str, torch.Tensor]]:
+            from_file = iter(read([k for k in keys if k not in added]))
+            for key in keys:
+                if key in added:
+                    yield key, torch.zeros(added[key].shape, dtype=added[key].dtype)
+                else:
+                    yield next(from_file)
+
+        return both
 
     def problems(self, *, allow_unused: bool = False) -> list[str]:
         """Why this plan cannot be written, most fundamental first; empty when it can."""
@@ -176,7 +226,7 @@ def make_plan(
         stored = source_keys.get(key, key)
         if found is None:
             mappings.append(
-                KeyMapping(stored, key, UNUSED, "(no rule)", (), "no rule for this key", info.shape, info.dtype)
+                KeyMapping(stored, key, "(no rule)", None, (), "no rule for this key", info.shape, info.dtype)
             )
             continue
         rule, targets = found
@@ -184,7 +234,7 @@ def make_plan(
             index_mismatches.append(
                 f"{stored} differs from the index transformers recomputes for a {arch.window}x{arch.window} window"
             )
-        mappings.append(KeyMapping(stored, key, rule.op.value, rule.name, targets, rule.reason, info.shape, info.dtype))
+        mappings.append(KeyMapping(stored, key, rule.name, rule.op, targets, rule.reason, info.shape, info.dtype))
     missing = [t for k, t in layout.items() if k not in infos and not t.optional]
     wrong = [
         ShapeMismatch(source_keys.get(k, k), t.shape, infos[k].shape)

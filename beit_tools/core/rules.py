@@ -1,7 +1,8 @@
 """The unilm -> Hugging Face rule table, written once per family.
 
-A rule matches a canonical unilm key (prefixes already stripped) and says what becomes of it:
-`rename` to one target, `split` the fused qkv rows into query/key/value, or `drop` with a reason.
+A rule matches a canonical unilm key (prefixes already stripped) and says what becomes of it, as an
+op object (`ops.py`): rename to one target, split the fused qkv rows into query/key/value, or drop
+with a reason.
 Targets are the hub-canonical names `save_pretrained` writes, which transformers 4.x and 5.x both load.
 The first matching rule wins; a key no rule matches is reported as unused.
 """
@@ -10,15 +11,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from enum import Enum
 
 from beit_tools.core.arch import Family
-
-
-class Op(str, Enum):
-    RENAME = "rename"
-    SPLIT = "split"  # rows [0:D], [D:2D], [2D:3D] of the fused qkv weight
-    DROP = "drop"
+from beit_tools.core.ops import DROP, RENAME, SPLIT, Op
 
 
 @dataclass(frozen=True)
@@ -26,7 +21,7 @@ class Rule:
     name: str
     source: str
     targets: tuple[str, ...] = ()
-    op: Op = Op.RENAME
+    op: Op = RENAME
     reason: str = ""
     check: str | None = None  # a named check the plan runs on the dropped tensor
     pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
@@ -64,7 +59,7 @@ EMBEDDINGS = (
     Rule(
         "position index",
         r"(?:rel_pos_bias|blocks\.\d+\.attn)\.relative_position_index",
-        op=Op.DROP,
+        op=DROP,
         reason="derivable buffer: transformers recomputes it from the window (checked equal before dropping)",
         check="relative_position_index",
     ),
@@ -75,7 +70,7 @@ BLOCKS = (
         "qkv split",
         r"blocks\.(\d+)\.attn\.qkv\.weight",
         (ATTN + ".query.weight", ATTN + ".key.weight", ATTN + ".value.weight"),
-        Op.SPLIT,
+        SPLIT,
         reason="fused [3D, D] rows split into query, key, value (the key has no bias in BEiT)",
     ),
     Rule("query bias", r"blocks\.(\d+)\.attn\.q_bias", (ATTN + ".query.bias",)),
@@ -104,7 +99,7 @@ HEADS: dict[Family, tuple[Rule, ...]] = {
         Rule(
             "pretraining-only blocks",
             r"cls_pt_layers\..+",
-            op=Op.DROP,
+            op=DROP,
             reason="pretraining-only (BEiT v2 patch aggregation): transformers has no module for it",
         ),
     ),

@@ -12,42 +12,18 @@ import os
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from beit_tools.core.dtypes import SAFETENSORS_CODES
+from beit_tools.core.plan import TargetTensor
 from beit_tools.errors import BeitToolsError
 
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
 DEFAULT_MAX_SHARD_BYTES = 5 * 10**9
-
-
-@dataclass(frozen=True)
-class TargetTensor:
-    """One tensor of the output: its name, shape and dtype, and how to produce it from a source tensor."""
-
-    key: str
-    shape: tuple[int, ...]
-    dtype: torch.dtype
-    source: str  # canonical source key
-    part: int  # which of the source's targets (row block for a split)
-    parts: int
-
-    @property
-    def nbytes(self) -> int:
-        n = self.dtype.itemsize
-        for s in self.shape:
-            n *= s
-        return n
-
-    def produce(self, tensor: torch.Tensor) -> torch.Tensor:
-        if self.parts > 1:
-            tensor = tensor.chunk(self.parts, dim=0)[self.part]
-        return tensor.to(self.dtype).contiguous()
 
 
 def shard(targets: list[TargetTensor], max_bytes: int) -> list[list[TargetTensor]]:
