@@ -71,7 +71,10 @@ def tiny_arch(family: Family, **overrides: Any) -> Arch:
         vocab_size=16 if family is Family.MIM else 8192,
     )
     if family is Family.SEGMENTATION:
-        base |= dict(out_indices=(0, 1, 2, 3), use_auxiliary_head=True, auxiliary_channels=8)
+        # patch 16 with unilm's patch-16 FPN, on a 4x4 window: the geometry the original code writes
+        base |= dict(
+            patch_size=16, image_size=64, out_indices=(0, 1, 2, 3), use_auxiliary_head=True, auxiliary_channels=8
+        )
     base.update(overrides)
     return Arch(**base)
 
@@ -148,7 +151,9 @@ def mmseg_meta(arch: Arch) -> dict[str, Any]:
     names = bundled("ade20k-150") if arch.num_labels == 150 else {i: f"class{i}" for i in range(arch.num_labels)}
     config = (
         "model = dict(\n"
-        f"    backbone=dict(type='BEiT', img_size={arch.image_size}, out_indices={list(arch.out_indices)}),\n"
+        f"    backbone=dict(type='BEiT', img_size={arch.image_size}, patch_size={arch.patch_size},\n"
+        f"        embed_dim={arch.hidden_size}, depth={arch.num_hidden_layers}, num_heads={arch.num_attention_heads},\n"
+        f"        out_indices={list(arch.out_indices)}),\n"
         f"    decode_head=dict(type='UPerHead', pool_scales={tuple(arch.pool_scales)},\n"
         f"                     num_classes={arch.num_labels}))\n"
     )

@@ -24,7 +24,7 @@ def timm_model(arch: Arch, state_dict: dict[str, torch.Tensor]) -> Beit:
         depth=arch.num_hidden_layers,
         num_heads=arch.num_attention_heads,
         mlp_ratio=arch.intermediate_size / arch.hidden_size,
-        qkv_bias=True,
+        qkv_bias=arch.qkv_bias,
         init_values=0.1 if arch.layer_scale else None,
         use_abs_pos_emb=arch.use_absolute_position_embeddings,
         use_rel_pos_bias=arch.use_relative_position_bias,

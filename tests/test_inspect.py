@@ -53,12 +53,20 @@ def test_json_report_matches_the_factory(name: str, invoke, tmp_path: Path) -> N
     assert sum(g["parameters"] for g in report["groups"]) == sum(
         t.numel() for t in truth.values() if t.is_floating_point()
     )
-    assert {k["key"] for k in report["plan"]["keys"]} == set(truth)
+    keys = report["plan"]["keys"]
+    assert {k["key"] for k in keys if k["op"] != "added"} == set(truth)
+    layers = spec.arch.num_hidden_layers
+    # segmentation: one pass-through layer, so transformers feeds its FPN the original's last block
+    added = {f"blocks.{layers}.{k.split('.', 2)[2]}" for k in truth if k.startswith("blocks.0.") and "index" not in k}
+    assert {k["key"] for k in keys if k["op"] == "added"} == (
+        added if spec.arch.family is Family.SEGMENTATION else set()
+    )
     assert report["convertible"] is True and report["problems"] == []
     assert report["plan"]["hf_class"] == spec.arch.family.hf_class
+    patch = spec.arch.patch_size
     assert report["evidence"]["hidden_size"] == {
         "value": 32,
-        "source": "patch_embed.proj.weight [32, 3, 8, 8]",
+        "source": f"patch_embed.proj.weight [32, 3, {patch}, {patch}]",
         "kind": "measured",
     }
 
@@ -75,7 +83,12 @@ def test_container_and_loading_facts(invoke, tmp_path: Path) -> None:
     report = json.loads(invoke("inspect", seg, "--json").stdout)
     assert report["container"]["stripped_prefixes"] == ["backbone."]
     assert report["evidence"]["out_indices"]["kind"] == "file"
-    assert any("hidden_states[i-1]" in w for w in report["warnings"])
+    features = report["plan"]["features"]
+    assert features["faithful"] and features["original"] == [0, 1, 2, 3] and features["added_layers"] == 1
+    assert features["out_indices"] == [2, 3, 4, 5] and features["fed"] == ["block 0", "block 1", "block 2", "block 3"]
+    hub = json.loads(invoke("inspect", seg, "--json", "--feature-indices", "transformers").stdout)
+    assert hub["plan"]["features"]["fed"] == ["block 3", "embeddings", "block 0", "block 1"]
+    assert any("(--feature-indices faithful avoids it)" in w for w in hub["warnings"])
     assert {g["name"] for g in report["groups"]} == {"embeddings", "blocks", "fpn", "decode head", "auxiliary head"}
 
 

@@ -72,6 +72,7 @@ CASES = {
         training_extras=True
     ),
     "classification-fp16-source": lambda: default_spec(tiny_arch(Family.CLASSIFICATION)).with_(dtype=torch.float16),
+    "classification-without-qkv-bias": lambda: default_spec(tiny_arch(Family.CLASSIFICATION, qkv_bias=False)),
     "mim-shared-table": lambda: default_spec(tiny_arch(Family.MIM)),
     "mim-abs-pos-no-layer-scale": lambda: default_spec(tiny_abs_pos_arch(Family.MIM)),
 }
@@ -112,7 +113,7 @@ def test_segmentation_backbone_and_heads_match_source(tmp_path: Path) -> None:
     with torch.no_grad():
         hidden = model(pixel_values=x, output_hidden_states=True).hidden_states
         expected = timm_block_outputs(timm_model(arch, source), x)
-    assert len(hidden) == arch.num_hidden_layers + 1
+    assert len(hidden) == arch.num_hidden_layers + 2  # one pass-through layer for the faithful FPN inputs
     for layer, reference in enumerate(expected):
         assert (hidden[layer + 1] - reference).abs().max().item() <= ATOL, f"block {layer}"
 

@@ -27,12 +27,14 @@ def checkpoint_with(tmp_path: Path, family: Family = Family.CLASSIFICATION, edit
 def test_every_source_key_is_accounted_for(family: Family, tmp_path: Path) -> None:
     analysis = analyse(checkpoint_with(tmp_path, family))
     plan = analysis.plan
-    assert {m.key for m in plan.mappings} == set(analysis.checkpoint.source_keys)
+    assert {m.key for m in plan.mappings if not m.added} == set(analysis.checkpoint.source_keys)
     assert not plan.unused and not plan.missing and not plan.wrong_shapes and not plan.index_mismatches
     counts = plan.counts()
     assert counts["split"] == analysis.detection.arch.num_hidden_layers
     assert counts["dropped"] == sum(k.endswith("relative_position_index") for k in analysis.checkpoint.source_keys)
     assert sum(counts.values()) == len(plan.mappings)
+    # a segmentation model gets one pass-through layer, so transformers reaches the original's last block
+    assert counts["added"] == (16 if family is Family.SEGMENTATION else 0)
 
 
 def test_unused_keys_fail_unless_allowed(tmp_path: Path) -> None:

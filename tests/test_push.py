@@ -74,7 +74,7 @@ def test_card_of_a_segmentation_model_and_of_a_pretrained_one(tmp_path) -> None:
         "apache-2.0",
     )
     assert "do_reduce_labels=True" in seg_text and "sliding-window inference (640×640 crops, stride 426)" in seg_text
-    assert "feeds its FPN with `hidden_states[i-1]`" in seg_text
+    assert "feed its FPN the outputs of the original's blocks [0, 1, 2, 3], with 1 added pass-through" in seg_text
     mim, mim_text = card_of(converted(tmp_path, Family.MIM))
     assert "pipeline_tag" not in mim and "license" not in mim and "datasets" not in mim  # a user's own file
     assert mim["tags"] == ["beit", "masked-image-modeling", "vision"]

@@ -15,7 +15,7 @@ from beit_tools.core.arch import Family
 from beit_tools.core.convert import ConvertOptions, convert
 from beit_tools.core.reference import reference_forward
 from beit_tools.core.verify import VerifyOptions, seed_pixels, verify
-from beit_tools.core.visual import synthetic_image
+from beit_tools.core.visual import LEGEND_WIDTH, synthetic_image
 from beit_tools.synthetic import default_spec, make_state_dict, tiny_arch, write_synthetic
 
 
@@ -58,19 +58,26 @@ def test_faithful_conversion_passes_everything(family: Family, tmp_path: Path) -
     assert got["parity: hidden states"] == "pass"
     assert len(result.layers) == tiny_arch(family).num_hidden_layers + 1
     assert all(d.max_abs <= 1e-4 for d in result.layers)
-    if family is Family.SEGMENTATION:
-        assert got["parity: decode head"] == "pass"
-        assert got["transformers feature indices"] == "warn"
-        assert float(check(result, "transformers feature indices").measured.split()[-1]) > 1e-2
-    else:
-        assert got["parity: logits"] == "pass"
+    assert got["parity: logits"] == "pass"
+    if family is Family.SEGMENTATION:  # the faithful layout: stock transformers computes the original's UperNet
+        assert got["parity: decode head"] == "pass" and got["FPN features"] == "pass"
+        assert "1 added pass-through layer(s) not compared" in check(result, "parity: hidden states").detail
     assert len(result.predictions) == 5
 
 
-def test_strict_turns_the_known_segmentation_deviation_into_a_failure(tmp_path: Path) -> None:
-    source, out = converted(tmp_path, Family.SEGMENTATION)
-    result = verify(VerifyOptions(out, against=source, strict=True))
-    assert not result.passed and statuses(result)["transformers feature indices"] == "fail"
+def test_the_transformers_layout_is_a_warning_and_fails_with_strict(tmp_path: Path) -> None:
+    source, out = converted(tmp_path, Family.SEGMENTATION, feature_indices="transformers")
+    result = verify(VerifyOptions(out, against=source))
+    assert result.passed and statuses(result)["FPN features"] == "warn"
+    assert statuses(result)["parity: logits"] == "warn" and statuses(result)["parity: decode head"] == "pass"
+    assert float(check(result, "parity: logits").measured.split()[-1]) > 1e-2
+    assert "the original uses blocks 0, 1, 2, 3" in check(result, "FPN features").detail
+    strict = verify(VerifyOptions(out, against=source, strict=True))
+    assert not strict.passed and statuses(strict)["FPN features"] == "fail"
+    without_source = verify(VerifyOptions(out))
+    assert statuses(without_source)["FPN features"] == "warn"
+    _, faithful = converted(tmp_path / "f", Family.SEGMENTATION)
+    assert statuses(verify(VerifyOptions(faithful)))["FPN features"] == "pass"
 
 
 def test_swapped_key_and_value_rows_in_one_layer(tmp_path: Path) -> None:
@@ -223,7 +230,8 @@ def test_save_visual_writes_a_png(family: Family, tmp_path: Path) -> None:
     verify(VerifyOptions(out, save_visual=tmp_path / "v.png"))
     with Image.open(tmp_path / "v.png") as img:
         assert img.format == "PNG"
-        assert img.width == (512 if family is Family.SEGMENTATION else 720)
+        side = tiny_arch(family).image_size  # the synthetic input is the model's size
+        assert img.width == (2 * side + LEGEND_WIDTH if family is Family.SEGMENTATION else 720)
 
 
 def test_cli_exit_codes_json_and_bad_input(invoke, tmp_path: Path) -> None:

@@ -94,9 +94,10 @@ def test_image_processor_loads_with_transformers(family, mean, reduce, tmp_path:
     processor = transformers.AutoImageProcessor.from_pretrained(tmp_path / "out")
     assert type(processor).__name__.startswith("BeitImageProcessor")
     assert list(processor.image_mean) == mean and processor.do_reduce_labels is reduce
-    assert processor.size["height"] == 32 and processor.do_center_crop is False
+    side = tiny_arch(family).image_size
+    assert processor.size["height"] == side and processor.do_center_crop is False
     batch = processor(images=[torch.zeros(3, 50, 70, dtype=torch.uint8)], return_tensors="pt")
-    assert batch["pixel_values"].shape == (1, 3, 32, 32)
+    assert batch["pixel_values"].shape == (1, 3, side, side)
 
 
 def test_existing_output_is_kept_unless_overwrite(tmp_path: Path) -> None:

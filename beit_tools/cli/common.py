@@ -8,6 +8,7 @@ import signal
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import Enum
 
 import typer
 
@@ -110,3 +111,31 @@ def fetch_source(source: str | None, variant: str | None, mirror: str | None, ca
     with render.byte_progress("downloading") as (start, advance):
         callbacks = Callbacks(start, advance, lambda: render.note("waiting for another process downloading it"))
         return resolve(request, callbacks)
+
+
+class FeatureIndices(str, Enum):
+    faithful = "faithful"
+    transformers = "transformers"
+
+
+FeatureIndicesOption = typer.Option(
+    FeatureIndices.faithful,
+    "--feature-indices",
+    help="Segmentation: 'faithful' makes stock transformers feed its FPN the original's blocks (adding a "
+    "pass-through layer where needed); 'transformers' writes the Hub models' out_indices as they are.",
+)
+PoolScalesOption = typer.Option(
+    None, "--pool-scales", help="Segmentation: PSP pool scales, e.g. 1,2,3,6, when the file does not state them."
+)
+
+
+def parse_pool_scales(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        scales = tuple(int(x) for x in text.replace(" ", "").split(",") if x)
+    except ValueError:
+        scales = ()
+    if not scales or min(scales) < 1:
+        raise typer.BadParameter(f"{text!r} is not a list of positive integers like 1,2,3,6")
+    return scales

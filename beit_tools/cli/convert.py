@@ -12,13 +12,17 @@ from beit_tools.cli.common import (
     SOURCE_HELP,
     CacheDirOption,
     DebugOption,
+    FeatureIndices,
+    FeatureIndicesOption,
     JsonOption,
     MirrorOption,
     OfflineOption,
+    PoolScalesOption,
     TrustOption,
     VariantOption,
     fetch_source,
     go_offline,
+    parse_pool_scales,
     quiet_libraries,
     reported_errors,
 )
@@ -55,6 +59,8 @@ def convert(
     num_heads: int | None = typer.Option(
         None, "--num-heads", min=1, help="Attention heads when no relative position table tells them."
     ),
+    pool_scales: str | None = PoolScalesOption,
+    feature_indices: FeatureIndices = FeatureIndicesOption,
     allow_unused: bool = typer.Option(
         False, "--allow-unused", help="Leave out tensors no rule maps, instead of failing."
     ),
@@ -74,6 +80,7 @@ def convert(
     `beit-tools convert https://host/ft.pth`, `beit-tools convert hf://org/repo/file.pth`.
     """
     shard_bytes = parse_size(max_shard_size)
+    scales = parse_pool_scales(pool_scales)
     quiet_libraries()
     go_offline(offline)
     from beit_tools.cli import render
@@ -91,6 +98,8 @@ def convert(
             labels_file=labels,
             image_size=image_size,
             num_heads=num_heads,
+            pool_scales=scales,
+            feature_indices=feature_indices.value,
             allow_unused=allow_unused,
             trust_checkpoint=trust_checkpoint,
             use_ema=use_ema,

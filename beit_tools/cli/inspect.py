@@ -10,13 +10,17 @@ from beit_tools.cli.common import (
     SOURCE_HELP,
     CacheDirOption,
     DebugOption,
+    FeatureIndices,
+    FeatureIndicesOption,
     JsonOption,
     MirrorOption,
     OfflineOption,
+    PoolScalesOption,
     TrustOption,
     VariantOption,
     fetch_source,
     go_offline,
+    parse_pool_scales,
     quiet_libraries,
     reported_errors,
 )
@@ -29,6 +33,8 @@ def inspect(
     labels: Path | None = typer.Option(None, "--labels", help="Class names file, as convert would use it."),
     image_size: int | None = typer.Option(None, "--image-size", min=1, help="As for convert."),
     num_heads: int | None = typer.Option(None, "--num-heads", min=1, help="As for convert."),
+    pool_scales: str | None = PoolScalesOption,
+    feature_indices: FeatureIndices = FeatureIndicesOption,
     use_ema: bool = typer.Option(False, "--use-ema", help="Inspect the 'model_ema' weights."),
     mirror: str | None = MirrorOption,
     cache_dir: Path | None = CacheDirOption,
@@ -42,6 +48,7 @@ def inspect(
     Exit 0 when it would convert, 1 when it cannot be read or would not convert (the report says why).
     Example: `beit-tools inspect beit_base_patch16_224_pt22k.pth`, or `beit-tools inspect --variant base-pt22k`.
     """
+    scales = parse_pool_scales(pool_scales)
     quiet_libraries()
     go_offline(offline)
     from beit_tools.cli import render
@@ -56,6 +63,8 @@ def inspect(
             use_ema=use_ema,
             image_size=image_size,
             num_heads=num_heads,
+            pool_scales=scales,
+            feature_indices=feature_indices.value,
             labels_file=labels,
             origin=origin,
         )

@@ -137,6 +137,10 @@ def _origin_rows(origin: Any) -> list[tuple[str, str]]:
     return rows
 
 
+def _shown(value: Any) -> str:
+    return str(list(value)) if isinstance(value, tuple) else str(value)
+
+
 def summary_table(result: ConversionResult) -> Table:
     analysis = result.analysis
     arch = analysis.detection.arch
@@ -159,12 +163,18 @@ def summary_table(result: ConversionResult) -> Table:
     ]
     if arch.family.value == "image-classification":
         rows.append(("pooling", "mean of patch tokens" if arch.use_mean_pooling else "CLS token"))
-    if arch.family.value == "semantic-segmentation":
-        rows.append(("out_indices", f"{list(arch.out_indices)} (original semantics; see README on transformers)"))
+    features = result.analysis.plan.features
+    if features is not None:
+        rows.append(("FPN features", features.describe()))
     if arch.family.value == "masked-image-modeling":
         rows.append(("visual tokens", str(arch.vocab_size)))
     if result.labels is not None:
         rows.append(("labels", f"{len(result.labels.id2label)} from {result.labels.source}"))
+    rows += [
+        ("by convention", f"{name} = {_shown(ev.value)}: {ev.source}")
+        for name, ev in result.analysis.detection.evidence.items()
+        if ev.kind == "convention" and name != "use_mean_pooling"
+    ]
     rows += [
         ("dtype", str(result.dtype).removeprefix("torch.")),
         ("output", f"{result.output} ({_size(result.bytes_written)} of weights: {', '.join(result.files)})"),
@@ -253,6 +263,9 @@ def config_table(report: Report) -> Table:
         label = f"[{style}]{ev.kind}[/]: " if ev.kind != "measured" else ""
         value = list(ev.value) if isinstance(ev.value, tuple) else ev.value
         table.add_row(name, escape(str(value)), label + escape(ev.source))
+    features = report.analysis.plan.features
+    if features is not None:
+        table.add_row("FPN features", escape(features.kind), escape(features.describe()))
     return table
 
 

@@ -26,7 +26,12 @@ def verify(
         "--against",
         help="The source checkpoint (path, URL or hf:// address): parity with the original architecture, round trip.",
     ),
-    image: Path | None = typer.Option(None, "--image", help="Image for the forward pass (default: a synthetic one)."),
+    image: Path | None = typer.Option(
+        None,
+        "--image",
+        help="Image for the forward pass (default: a synthetic one); a segmentation model also writes "
+        "IMAGE.segmentation.png (overlay, mask, legend) unless --save-visual names another file.",
+    ),
     top: int = typer.Option(5, "--top", min=1, help="How many predictions to show."),
     variant: str | None = typer.Option(
         None, "--variant", help="Official checkpoint name (e.g. base-ft22kto1k): also check its known logits."

@@ -8,6 +8,7 @@ from pathlib import Path
 from beit_tools.core.checkpoint import Checkpoint, open_checkpoint
 from beit_tools.core.detect import Detection, detect
 from beit_tools.core.dtypes import HALF, dtype_name
+from beit_tools.core.features import FAITHFUL, layout_for
 from beit_tools.core.plan import Plan, make_plan
 
 
@@ -27,10 +28,13 @@ def analyse(
     use_ema: bool = False,
     image_size: int | None = None,
     num_heads: int | None = None,
+    pool_scales: tuple[int, ...] | None = None,
+    feature_indices: str = FAITHFUL,
 ) -> Analysis:
     ckpt = open_checkpoint(source, trust=trust_checkpoint, use_ema=use_ema)
-    detection = detect(ckpt.infos, ckpt.meta, image_size=image_size, num_heads=num_heads)
-    plan = make_plan(detection, ckpt.infos, ckpt.source_keys, read=ckpt.tensor)
+    detection = detect(ckpt.infos, ckpt.meta, image_size=image_size, num_heads=num_heads, pool_scales=pool_scales)
+    features = layout_for(detection.arch, feature_indices)
+    plan = make_plan(detection, ckpt.infos, ckpt.source_keys, read=ckpt.tensor, features=features)
     return Analysis(ckpt, detection, plan)
 
 

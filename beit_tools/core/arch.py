@@ -53,6 +53,7 @@ class Arch:
     use_relative_position_bias: bool = False
     use_shared_relative_position_bias: bool = False
     layer_scale: bool = True
+    qkv_bias: bool = True  # q_bias/v_bias stored (transformers always has them: zeros stand in when absent)
     use_mean_pooling: bool = True
     use_mask_token: bool = False
     num_labels: int = 0  # classifier rows (classification) or classes (segmentation)

@@ -280,20 +280,26 @@ def _deviations(folder: Folder, request: CardRequest) -> str:
     items = []
     prov = folder.provenance or {}
     if folder.family is Family.SEGMENTATION:
-        if prov.get("segmentation_features") == "faithful":
+        features = prov.get("features") or {}
+        if features.get("faithful"):
+            added = features.get("added_layers", 0)
             items.append(
-                "The FPN receives the outputs of the original's blocks "
-                f"{prov.get('original_out_indices', '')}: the config's `out_indices` (and, where needed, one added "
-                "pass-through layer with zero weights that transformers computes but never uses) make stock "
-                "transformers read the same features as the original."
+                "None in the segmentation itself: `out_indices` "
+                f"{features.get('out_indices')} make stock transformers feed its FPN the outputs of the original's "
+                f"blocks {features.get('original')}"
+                + (
+                    f", with {added} added pass-through layer(s) whose zero weights are computed but never used."
+                    if added
+                    else "."
+                )
             )
         else:
-            feature = next((c for c in request.checks or [] if c["name"] == "transformers feature indices"), None)
-            measured = f" (measured here: logits differ by {feature['measured']})" if feature else ""
+            check = next((c for c in request.checks or [] if c["name"] == "parity: logits"), None)
+            measured = f" (measured before publishing: {check['measured']})" if check and check["measured"] else ""
             items.append(
-                "transformers' `BeitForSemanticSegmentation` feeds its FPN with `hidden_states[i-1]` for i in "
-                "`out_indices`, the original with the output of block i: the weights are exact, the segmentation "
-                f"follows transformers' reading{measured}."
+                "transformers' `BeitForSemanticSegmentation` feeds its FPN with `hidden_states[j-1]` for j in "
+                "`out_indices`, the original with the output of block j: the weights are exact, the segmentation "
+                f"follows transformers' reading{measured}. `beit-tools convert` writes the faithful layout by default."
             )
         items.append(
             "mmseg evaluated ADE20K with sliding-window inference (640×640 crops, stride 426); this model, run "

@@ -13,6 +13,7 @@ import torch
 from beit_tools.core.analysis import Analysis, analyse, source_warnings
 from beit_tools.core.checkpoint import Checkpoint
 from beit_tools.core.dtypes import BY_NAME, dtype_name
+from beit_tools.core.features import FAITHFUL
 from beit_tools.core.labels import Labels, resolve_labels
 from beit_tools.core.ops import Cast
 from beit_tools.core.processor import preprocessor_config
@@ -36,6 +37,8 @@ class ConvertOptions:
     labels_file: Path | None = None
     image_size: int | None = None
     num_heads: int | None = None
+    pool_scales: tuple[int, ...] | None = None
+    feature_indices: str = FAITHFUL  # segmentation: faithful (the original's FPN inputs) or transformers (Hub's)
     allow_unused: bool = False
     trust_checkpoint: bool = False
     use_ema: bool = False
@@ -57,7 +60,7 @@ class ConversionResult:
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        arch = self.analysis.detection.arch
+        arch = self.analysis.plan.target_arch
         return {
             "output": str(self.output),
             "family": arch.family.value,
@@ -99,6 +102,8 @@ def convert(
         use_ema=options.use_ema,
         image_size=options.image_size,
         num_heads=options.num_heads,
+        pool_scales=options.pool_scales,
+        feature_indices=options.feature_indices,
     )
     ckpt, arch, plan = analysis.checkpoint, analysis.detection.arch, analysis.plan
     origin = options.origin or Source(ckpt.path, "file", str(ckpt.path))
@@ -110,7 +115,7 @@ def convert(
         raise BeitToolsError(f"unknown --dtype {options.dtype}", "use float32, float16 or bfloat16")
     dtype = BY_NAME[options.dtype] if options.dtype else source_dtype(ckpt)
     targets = plan.target_tensors(Cast(dtype))
-    config = beit_config(arch, labels.id2label if labels else None, dtype)
+    config = beit_config(plan.target_arch, labels.id2label if labels else None, dtype)
     check_schema({t.key: t.shape for t in targets}, config)
 
     warnings = source_warnings(ckpt)
@@ -146,7 +151,12 @@ def convert(
                 family=arch.family.value,
                 hf_class=arch.family.hf_class,
                 variant=origin.variant.name if origin.variant else None,
-                overrides={"image_size": options.image_size, "num_heads": options.num_heads},
+                overrides={
+                    "image_size": options.image_size,
+                    "num_heads": options.num_heads,
+                    "pool_scales": list(options.pool_scales) if options.pool_scales else None,
+                },
+                features=plan.features.to_dict() if plan.features else None,
                 dtype=dtype_name(dtype),
                 labels=labels.to_dict() if labels else None,
                 evidence={k: str(v) for k, v in analysis.detection.evidence.items()},

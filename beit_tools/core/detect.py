@@ -37,6 +37,7 @@ PRESENCE_FLAGS = (
     ("use_relative_position_bias", LAYER_TABLE),
     ("use_absolute_position_embeddings", "pos_embed"),
     ("layer_scale", "blocks.0.gamma_1"),
+    ("qkv_bias", "blocks.0.attn.q_bias"),
     ("use_mask_token", "mask_token"),
 )
 # The output size of the head, per family: (Arch field, tensor whose rows count it).
@@ -55,7 +56,9 @@ class Evidence:
     kind: str = "measured"
 
     def __str__(self) -> str:
-        return f"{self.value} from {self.source}" if self.kind == "measured" else f"{self.value} ({self.source})"
+        if self.kind == "measured":
+            return f"{self.value} from {self.source}"
+        return f"{self.value} ({self.kind}: {self.source})"
 
     def to_dict(self) -> dict[str, Any]:
         value = list(self.value) if isinstance(self.value, tuple) else self.value
@@ -79,8 +82,9 @@ def detect(
     *,
     image_size: int | None = None,
     num_heads: int | None = None,
+    pool_scales: tuple[int, ...] | None = None,
 ) -> Detection:
-    """Measure the architecture from tensor names and shapes; `image_size`/`num_heads` fill what tensors cannot say."""
+    """Measure the architecture from tensor names and shapes; the overrides fill what tensors cannot say."""
     meta = meta or {}
     _require_beit(infos)
     ev: dict[str, Evidence] = {}
@@ -116,7 +120,7 @@ def detect(
     shared, per_layer = ev["use_shared_relative_position_bias"].value, ev["use_relative_position_bias"].value
     table = SHARED_TABLE if shared else LAYER_TABLE if per_layer else None
     abs_pos = ev["use_absolute_position_embeddings"].value
-    ev["num_attention_heads"] = _heads(infos, table, hidden, num_heads)
+    ev["num_attention_heads"] = _heads(infos, table, hidden, num_heads, meta.get("config_text", ""))
     ev["image_size"], conflicts = _image_size(infos, table, abs_pos, patch, image_size)
     ev["use_mean_pooling"] = _pooling(infos, family)
 
@@ -124,7 +128,7 @@ def detect(
         name, key = HEAD_SIZES[family]
         ev[name] = Evidence(infos[key].shape[0], _shape_of(infos, key))
     else:
-        ev |= _segmentation(infos, meta, hidden, layers)
+        ev |= _segmentation(infos, meta, hidden, layers, pool_scales)
     fields = {name: e.value for name, e in ev.items() if name != "family"}
     arch = Arch(family=family, **fields)
     return Detection(arch=arch, evidence=ev, conflicts=conflicts)
@@ -162,7 +166,9 @@ def _count_blocks(infos: Mapping[str, TensorInfo]) -> int:
     return layers
 
 
-def _heads(infos: Mapping[str, TensorInfo], table: str | None, hidden: int, override: int | None) -> Evidence:
+def _heads(
+    infos: Mapping[str, TensorInfo], table: str | None, hidden: int, override: int | None, config_text: str
+) -> Evidence:
     if table is not None:
         heads = infos[table].shape[1]
         if override is not None and override != heads:
@@ -175,6 +181,9 @@ def _heads(infos: Mapping[str, TensorInfo], table: str | None, hidden: int, over
         if hidden % override:
             raise BeitToolsError(f"--num-heads {override} does not divide the hidden size {hidden}")
         return Evidence(override, "--num-heads", "override")
+    stated = _config_ints(config_text, "num_heads")
+    if stated and hidden % stated[0] == 0:
+        return Evidence(stated[0], "meta.config: num_heads", "file")
     if hidden % HEAD_DIM_CONVENTION:
         raise BeitToolsError(
             f"no relative position table to count heads, and hidden size {hidden} is not a multiple of 64",
@@ -182,7 +191,7 @@ def _heads(infos: Mapping[str, TensorInfo], table: str | None, hidden: int, over
         )
     return Evidence(
         hidden // HEAD_DIM_CONVENTION,
-        f"convention: no relative position table, so head dim 64 is assumed ({hidden}/64); --num-heads overrides",
+        f"no relative position table, so head dim 64 is assumed ({hidden}/64); --num-heads overrides",
         "convention",
     )
 
@@ -218,7 +227,7 @@ def _image_size(
         return Evidence(size, source), conflicts
     if override is not None:
         return Evidence(override, "--image-size", "override"), conflicts
-    convention = "convention: no position table or pos_embed fixes the window; --image-size overrides"
+    convention = "no position table or pos_embed fixes the window; --image-size overrides"
     return Evidence(DEFAULT_IMAGE_SIZE, convention, "convention"), conflicts
 
 
@@ -235,9 +244,35 @@ def _pooling(infos: Mapping[str, TensorInfo], family: Family) -> Evidence:
     )
 
 
+PATCH8_FPN = (
+    "this is unilm's patch-8 segmentation backbone: its FPN is one transposed convolution, then identity, "
+    "2x and 4x max-pooling (only fpn1.0 is stored), and transformers' BeitForSemanticSegmentation has only the "
+    "patch-16 FPN (two transposed convolutions with BatchNorm, one, identity, 2x max-pooling)"
+)
+
+
+def _require_expressible_heads(infos: Mapping[str, TensorInfo]) -> None:
+    """Valid mmseg heads that transformers' BEiT has no modules for are refused with what they are."""
+    if "fpn1.0.weight" in infos and "fpn1.1.weight" not in infos and "fpn2.0.weight" not in infos:
+        raise BeitToolsError(PATCH8_FPN, "no conversion to BeitForSemanticSegmentation can compute what it computes")
+    first_aux = "auxiliary_head.convs.0.conv.weight"
+    if first_aux in infos and infos[first_aux].shape[-1] != 3:
+        k = infos[first_aux].shape[-1]
+        raise BeitToolsError(
+            f"{_shape_of(infos, first_aux)}: an FCN auxiliary head with {k}x{k} convolutions; transformers' BEiT "
+            "auxiliary head has 3x3 convolutions and cannot hold it",
+            "the auxiliary head is used only in training; this file cannot be converted with it",
+        )
+
+
 def _segmentation(
-    infos: Mapping[str, TensorInfo], meta: Mapping[str, Any], hidden: int, layers: int
+    infos: Mapping[str, TensorInfo],
+    meta: Mapping[str, Any],
+    hidden: int,
+    layers: int,
+    pool_scales: tuple[int, ...] | None,
 ) -> dict[str, Evidence]:
+    _require_expressible_heads(infos)
     ev: dict[str, Evidence] = {}
     seg = "decode_head.conv_seg.weight"
     classes, channels = infos[seg].shape[:2]
@@ -256,18 +291,23 @@ def _segmentation(
     else:
         ev["out_indices"] = Evidence(
             default_out_indices(layers),
-            f"convention: unilm's ADE20K blocks for {layers} layers (3,5,7,11 scaled by L/12)",
+            f"unilm's ADE20K blocks for {layers} layers (3,5,7,11 scaled by L/12)",
             "convention",
         )
 
     psp = {int(m.group(1)) for k in infos if (m := re.match(r"decode_head\.psp_modules\.(\d+)\.", k))}
     scales = _config_ints(config_text, "pool_scales")
-    if scales and len(scales) == len(psp):
+    if pool_scales is not None:
+        if len(pool_scales) != len(psp):
+            raise BeitToolsError(f"--pool-scales gives {len(pool_scales)} scales for {len(psp)} psp_modules")
+        ev["pool_scales"] = Evidence(tuple(pool_scales), "--pool-scales", "override")
+    elif scales and len(scales) == len(psp):
         ev["pool_scales"] = Evidence(tuple(scales), "meta.config: pool_scales", "file")
     elif len(psp) == len(DEFAULT_POOL_SCALES):
         ev["pool_scales"] = Evidence(
             DEFAULT_POOL_SCALES,
-            f"convention: {len(psp)} psp_modules, the UperHead default scales",
+            f"{len(psp)} psp_modules, the UperHead default scales; the weights cannot tell scales apart, "
+            "--pool-scales overrides",
             "convention",
         )
     else:
@@ -293,8 +333,8 @@ def _segmentation(
 
 
 def _config_ints(config_text: str, name: str) -> list[int] | None:
-    """The first `name=[a, b, ...]` or `name=(a, b, ...)` in an mmseg config dump."""
-    m = re.search(rf"\b{name}\s*=\s*[\[(]([\d,\s]+)[\])]", config_text)
+    """The first `name=[a, b, ...]`, `name=(a, b, ...)` or `name=N` in an mmseg config dump."""
+    m = re.search(rf"\b{name}\s*=\s*[\[(]?([\d,\s]+)[\])]?", config_text)
     if not m:
         return None
-    return [int(x) for x in m.group(1).replace(" ", "").split(",") if x]
+    return [int(x) for x in re.findall(r"\d+", m.group(1))]

@@ -16,9 +16,9 @@ from typing import Any
 import torch
 
 from beit_tools.core.analysis import Analysis, analyse, source_warnings
-from beit_tools.core.arch import Family
 from beit_tools.core.checkpoint import Checkpoint
 from beit_tools.core.dtypes import dtype_name
+from beit_tools.core.features import FAITHFUL
 from beit_tools.core.labels import Labels, resolve_labels
 from beit_tools.core.sources import Source, require_variant
 from beit_tools.errors import BeitToolsError
@@ -37,11 +37,6 @@ GROUPS: tuple[tuple[str, str], ...] = (
     ("other", r".+"),
 )
 SAMPLE = 1 << 15  # elements read from each end of a tensor by the NaN/Inf check
-FEATURE_INDEX_NOTE = (
-    "transformers' BeitForSemanticSegmentation feeds its FPN with hidden_states[i-1] for i in out_indices "
-    "(the output of block i-2), where the original uses block i; the converted weights are exact, the "
-    "segmentation logits follow transformers' reading (`beit-tools verify` measures the difference)"
-)
 
 
 @dataclass(frozen=True)
@@ -142,7 +137,7 @@ def _sample(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def warnings_for(analysis: Analysis) -> list[str]:
-    ckpt, arch = analysis.checkpoint, analysis.detection.arch
+    ckpt = analysis.checkpoint
     out = source_warnings(ckpt)
     floating = Counter(dtype_name(i.dtype) for i in ckpt.infos.values() if i.dtype.is_floating_point)
     if len(floating) > 1:
@@ -154,8 +149,9 @@ def warnings_for(analysis: Analysis) -> list[str]:
     ]
     if bad:
         out.append(f"{len(bad)} tensor(s) hold NaN or Inf (sampled): {', '.join(bad[:4])}")
-    if arch.family is Family.SEGMENTATION:
-        out.append(FEATURE_INDEX_NOTE)
+    features = analysis.plan.features
+    if features is not None and not features.faithful:
+        out.append(f"FPN features: {features.describe()} (--feature-indices faithful avoids it)")
     return out
 
 
@@ -168,9 +164,17 @@ def inspect_checkpoint(
     num_heads: int | None = None,
     labels_file: Path | None = None,
     origin: Source | None = None,
+    pool_scales: tuple[int, ...] | None = None,
+    feature_indices: str = FAITHFUL,
 ) -> Report:
     analysis = analyse(
-        source, trust_checkpoint=trust_checkpoint, use_ema=use_ema, image_size=image_size, num_heads=num_heads
+        source,
+        trust_checkpoint=trust_checkpoint,
+        use_ema=use_ema,
+        image_size=image_size,
+        num_heads=num_heads,
+        pool_scales=pool_scales,
+        feature_indices=feature_indices,
     )
     origin = origin or Source(analysis.checkpoint.path, "file", str(source))
     problems = analysis.plan.problems()

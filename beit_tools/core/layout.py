@@ -63,8 +63,8 @@ BLOCK = (
     Slot("blocks.{i}.norm1.weight", _d),
     Slot("blocks.{i}.norm1.bias", _d),
     Slot("blocks.{i}.attn.qkv.weight", lambda a: (3 * a.hidden_size, a.hidden_size)),
-    Slot("blocks.{i}.attn.q_bias", _d),
-    Slot("blocks.{i}.attn.v_bias", _d),
+    Slot("blocks.{i}.attn.q_bias", _d, when=lambda a: a.qkv_bias),
+    Slot("blocks.{i}.attn.v_bias", _d, when=lambda a: a.qkv_bias),
     Slot("blocks.{i}.attn.relative_position_bias_table", _table, when=lambda a: a.use_relative_position_bias),
     Slot(
         "blocks.{i}.attn.relative_position_index",

@@ -18,9 +18,10 @@ from beit_tools.core.arch import Arch, relative_position_index
 from beit_tools.core.checkpoint import TensorInfo
 from beit_tools.core.detect import Detection
 from beit_tools.core.dtypes import dtype_name
+from beit_tools.core.features import FeatureLayout, target_arch
 from beit_tools.core.layout import ExpectedTensor, expected_layout
 from beit_tools.core.ops import Cast, Op
-from beit_tools.core.rules import match, rules_for
+from beit_tools.core.rules import addition_for, match, rules_for
 from beit_tools.errors import BeitToolsError
 
 UNUSED, ADDED = "unused", "added"
@@ -96,12 +97,18 @@ class ShapeMismatch:
 
 @dataclass
 class Plan:
-    arch: Arch
+    arch: Arch  # what the file holds
     mappings: list[KeyMapping]
     missing: list[ExpectedTensor] = field(default_factory=list)
     wrong_shapes: list[ShapeMismatch] = field(default_factory=list)
     index_mismatches: list[str] = field(default_factory=list)
     conflicts: list[str] = field(default_factory=list)
+    target: Arch | None = None  # what config.json describes, when it differs (added tensors, feature indices)
+    features: FeatureLayout | None = None  # segmentation: which hidden states reach the FPN
+
+    @property
+    def target_arch(self) -> Arch:
+        return self.target or self.arch
 
     @property
     def unused(self) -> list[KeyMapping]:
@@ -195,6 +202,7 @@ class Plan:
             "unused": [m.source_key for m in self.unused],
             "missing": [t.key for t in self.missing],
             "conflicts": self.conflicts,
+            "features": self.features.to_dict() if self.features else None,
             "wrong_shapes": [
                 {"key": w.key, "expected": list(w.expected), "actual": list(w.actual)} for w in self.wrong_shapes
             ],
@@ -214,9 +222,15 @@ def make_plan(
     infos: Mapping[str, TensorInfo],
     source_keys: Mapping[str, str],
     read: Callable[[str], torch.Tensor] | None = None,
+    features: FeatureLayout | None = None,
 ) -> Plan:
-    """Account for every source key. `read` loads a tensor for the drop checks; None skips them."""
+    """Account for every source key, and for every tensor the output needs that the file cannot have.
+
+    `read` loads a tensor for the drop checks (None skips them); `features` is a segmentation model's
+    feature layout, which may add pass-through layers.
+    """
     arch = detection.arch
+    target = target_arch(arch, features)
     rules = rules_for(arch.family)
     layout = expected_layout(arch)
     mappings: list[KeyMapping] = []
@@ -235,10 +249,37 @@ def make_plan(
                 f"{stored} differs from the index transformers recomputes for a {arch.window}x{arch.window} window"
             )
         mappings.append(KeyMapping(stored, key, rule.name, rule.op, targets, rule.reason, info.shape, info.dtype))
+    reading = f"hidden_states[j{features.offset:+d}]" if features else ""
+    mappings += _additions(arch, target, infos, layout, rules, reading)
     missing = [t for k, t in layout.items() if k not in infos and not t.optional]
     wrong = [
         ShapeMismatch(source_keys.get(k, k), t.shape, infos[k].shape)
         for k, t in layout.items()
         if k in infos and infos[k].shape != t.shape
     ]
-    return Plan(arch, mappings, missing, wrong, index_mismatches, list(detection.conflicts))
+    changed = target if target != arch else None
+    return Plan(arch, mappings, missing, wrong, index_mismatches, list(detection.conflicts), changed, features)
+
+
+def _additions(
+    arch: Arch,
+    target: Arch,
+    infos: Mapping[str, TensorInfo],
+    layout: dict[str, ExpectedTensor],
+    rules: Any,
+    reading: str,
+) -> list[KeyMapping]:
+    """Zeros for what the target architecture needs beyond the file's (see rules.ADDITIONS)."""
+    floating = Counter(i.dtype for i in infos.values() if i.dtype.is_floating_point)
+    dtype = floating.most_common(1)[0][0] if floating else torch.float32
+    out = []
+    for key, expected in expected_layout(target).items():
+        if key in infos or key in layout or expected.optional:
+            continue
+        explained, found = addition_for(arch, key, reading), match(rules, key)
+        if explained is None or found is None:
+            raise BeitToolsError(f"internal: the output needs {key}, which nothing provides")
+        (addition, reason), (rule, targets) = explained, found
+        name = f"{key} (added)"
+        out.append(KeyMapping(name, key, addition.name, rule.op, targets, rule.reason, expected.shape, dtype, reason))
+    return out

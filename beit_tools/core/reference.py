@@ -42,8 +42,11 @@ def _relative_bias(table: torch.Tensor, window: int) -> torch.Tensor:
 
 def _attention(x: torch.Tensor, sd: Tensors, prefix: str, heads: int, bias: torch.Tensor | None) -> torch.Tensor:
     batch, tokens, dim = x.shape
-    q_bias = sd[f"{prefix}.q_bias"]
-    qkv_bias = torch.cat((q_bias, torch.zeros_like(q_bias), sd[f"{prefix}.v_bias"]))
+    if f"{prefix}.q_bias" in sd:
+        q_bias = sd[f"{prefix}.q_bias"]
+        qkv_bias = torch.cat((q_bias, torch.zeros_like(q_bias), sd[f"{prefix}.v_bias"]))
+    else:  # qkv_bias=False: a bias-free projection
+        qkv_bias = None
     qkv = F.linear(x, sd[f"{prefix}.qkv.weight"], qkv_bias)
     qkv = qkv.reshape(batch, tokens, 3, heads, dim // heads).permute(2, 0, 3, 1, 4)
     q, k, v = qkv[0], qkv[1], qkv[2]

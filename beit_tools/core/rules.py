@@ -10,9 +10,10 @@ The first matching rule wins; a key no rule matches is reported as unused.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from beit_tools.core.arch import Family
+from beit_tools.core.arch import Arch, Family
 from beit_tools.core.ops import DROP, RENAME, SPLIT, Op
 
 
@@ -139,4 +140,53 @@ def match(rules: tuple[Rule, ...], key: str) -> tuple[Rule, tuple[str, ...]] | N
         targets = rule.apply(key)
         if targets is not None:
             return rule, targets
+    return None
+
+
+@dataclass(frozen=True)
+class Addition:
+    """A tensor the output needs and the file cannot have: made as zeros, for the reason given.
+
+    `applies(source_arch, block)` says whether a missing key of block `block` (None outside blocks) is
+    explained by this addition; `reason` may name `{block}`.
+    """
+
+    name: str
+    source: str
+    reason: str
+    applies: Callable[[Arch, int | None], bool]
+    pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "pattern", re.compile(self.source))
+
+
+ADDITIONS = (
+    Addition(
+        "zero q/v biases",
+        r"blocks\.\d+\.attn\.[qv]_bias",
+        "the original has no query/value biases (qkv_bias=False); transformers' BEiT always has them, and zero "
+        "biases compute the same",
+        lambda arch, block: not arch.qkv_bias,
+    ),
+    Addition(
+        "pass-through layer",
+        r"blocks\.\d+\..+",
+        "added layer {block}: transformers feeds its FPN {reading} for j in out_indices, so reaching the "
+        "original's last block needs more layers than it has; the weights are zeros and the output is never used",
+        lambda arch, block: block is not None and block >= arch.num_hidden_layers,
+    ),
+)
+
+
+def addition_for(arch: Arch, key: str, reading: str = "") -> tuple[Addition, str] | None:
+    """The addition that explains a key the target needs and the file lacks, with its reason.
+
+    `reading` names the hidden states transformers feeds its FPN (e.g. `hidden_states[j-1]`).
+    """
+    m = re.match(r"blocks\.(\d+)\.", key)
+    block = int(m.group(1)) if m else None
+    for addition in ADDITIONS:
+        if addition.pattern.fullmatch(key) and addition.applies(arch, block):
+            return addition, addition.reason.format(block=block, reading=reading)
     return None

@@ -19,6 +19,7 @@ import torch
 
 from beit_tools.core.arch import LAYER_NORM_EPS, Arch, Family
 from beit_tools.core.dtypes import HALF, dtype_name
+from beit_tools.core.features import TRANSFORMERS, FeatureLayout
 from beit_tools.core.provenance import PROVENANCE_NAME
 from beit_tools.core.variants import ATOL as VARIANT_ATOL
 from beit_tools.core.variants import Variant, variant_by_name
@@ -296,8 +297,11 @@ def check_function(result: VerifyResult, model: Any, out: Path, options: VerifyO
         detail="" if finite else "the outputs hold NaN or Inf",
     )
     _predictions(result, config, logits[0], options.top)
-    if options.save_visual is not None:
-        _save_visual(result, config, image, logits[0], options.save_visual)
+    path = options.save_visual
+    if path is None and options.image is not None and logits.dim() == 4:  # a segmentation of the user's image
+        path = Path(f"{options.image.stem}.segmentation.png")
+    if path is not None:
+        _save_visual(result, config, image, logits[0], path)
     return pixels
 
 
@@ -323,10 +327,13 @@ def _predictions(result: VerifyResult, config: Any, logits: torch.Tensor, top: i
 
 
 def _save_visual(result: VerifyResult, config: Any, image: Any, logits: torch.Tensor, path: Path) -> None:
-    from beit_tools.core.visual import bars_picture, segmentation_picture
+    from beit_tools.core.visual import bars_picture, panel_size, segmentation_overlay
 
-    if logits.dim() == 3:
-        segmentation_picture(image, logits.argmax(0).tolist(), logits.shape[0], path)
+    if logits.dim() == 3:  # [K, h, w]: upsampled to the picture, one class per pixel
+        width, height = panel_size(image)
+        scaled = torch.nn.functional.interpolate(logits[None], size=(height, width), mode="bilinear")[0]
+        names = {int(k): v for k, v in config.id2label.items()}
+        segmentation_overlay(image, scaled.argmax(0).tolist(), names, path)
     else:
         bars_picture([(p.label, p.score) for p in result.predictions], result.prediction_kind, path)
     result.picture = path
@@ -346,8 +353,20 @@ def seed_pixels(image: Any, size: int, resample: str = "bilinear") -> torch.Tens
     return ((x - 0.5) / 0.5).unsqueeze(0)
 
 
-def check_expected(result: VerifyResult, model: Any, variant: Variant, options: VerifyOptions, explicit: bool) -> None:
-    """The logits the official checkpoint is known to give on its test image (fetched and cached when needed)."""
+def check_expected(
+    result: VerifyResult,
+    model: Any,
+    variant: Variant,
+    options: VerifyOptions,
+    layout: FeatureLayout | None,
+    explicit: bool,
+) -> None:
+    """The logits the official checkpoint is known to give on its test image (fetched and cached when needed).
+
+    The ADE20K numbers were produced by the Hub's models, i.e. with transformers' feature reading: they
+    are compared with that reading computed from this folder's weights, and the faithful logits are
+    reported beside them.
+    """
     from beit_tools.core.sources import fetch_test_image
 
     name = f"expected logits ({variant.name})"
@@ -364,8 +383,15 @@ def check_expected(result: VerifyResult, model: Any, variant: Variant, options: 
         result.checks.append(Check(name, FAIL if explicit else SKIP, detail=detail))
         return
     image = load_image(image_path, variant.image_size)
+    pixels = seed_pixels(image, variant.image_size, expected.resample)
     with torch.no_grad():
-        logits = model(pixel_values=seed_pixels(image, variant.image_size, expected.resample)).logits
+        outputs = model(pixel_values=pixels, output_hidden_states=True)
+    logits, faithful_note = outputs.logits, ""
+    if layout is not None and layout.faithful and hasattr(model, "fpn"):
+        hub_states = [i + layout.offset for i in layout.original]  # what the Hub's config makes transformers read
+        logits = segmentation_logits(model, outputs.hidden_states, hub_states)
+        faithful = [round(v, 4) for v in outputs.logits[0, 0, 0, :3].tolist()]
+        faithful_note = f"; Hub reading compared; this folder's faithful logits start {faithful}"
     if tuple(logits.shape) != expected.shape:
         result.add(name, False, measured=f"shape {list(logits.shape)}", bound=f"shape {list(expected.shape)}")
         return
@@ -381,7 +407,16 @@ def check_expected(result: VerifyResult, model: Any, variant: Variant, options: 
         predicted = int(logits.argmax(-1).item())
         ok = ok and predicted == expected.top_class
         detail += f"; class {predicted} (expected {expected.top_class})"
-    result.add(name, ok, measured=f"max |Δ| {delta:.2e}", bound=f"{VARIANT_ATOL:g}", detail=detail)
+    result.add(name, ok, measured=f"max |Δ| {delta:.2e}", bound=f"{VARIANT_ATOL:g}", detail=detail + faithful_note)
+
+
+def segmentation_logits(model: Any, hidden_states: Any, states: list[int]) -> torch.Tensor:
+    """The decode head's logits when the FPN is fed hidden_states[k] for k in `states`."""
+    batch, tokens, dim = hidden_states[0].shape
+    side = round((tokens - 1) ** 0.5)
+    maps = tuple(hidden_states[k][:, 1:].transpose(1, 2).reshape(batch, dim, side, side) for k in states)
+    with torch.no_grad():
+        return model.decode_head(model.fpn(maps))
 
 
 # --- parity and round trip -----------------------------------------------------------------------
@@ -399,6 +434,8 @@ def analyse_source(options: VerifyOptions, provenance: dict[str, Any] | None) ->
         use_ema=(prov.get("source") or {}).get("weights_from") == "model_ema",
         image_size=overrides.get("image_size"),
         num_heads=overrides.get("num_heads"),
+        pool_scales=tuple(overrides["pool_scales"]) if overrides.get("pool_scales") else None,
+        feature_indices=(prov.get("features") or {}).get("kind", TRANSFORMERS),
     )
     analysis.plan.require_convertible(allow_unused=True, context=f"--against {options.against}: ")
     return analysis
@@ -411,6 +448,7 @@ def check_parity(
     pixels: torch.Tensor,
     analysis: Any,
     options: VerifyOptions,
+    layout: FeatureLayout | None,
 ) -> None:
     from beit_tools.core.reference import reference_forward
 
@@ -425,63 +463,113 @@ def check_parity(
         )
         return
     reference = reference_forward(source, arch, pixels)
+    captured: list[torch.Tensor] = []
+    fpn = getattr(model, "fpn", None)
+    hook = fpn.register_forward_pre_hook(lambda module, args: captured.extend(args[0])) if fpn is not None else None
     with torch.no_grad():
         outputs = model(pixel_values=pixels, output_hidden_states=True)
+    if hook is not None:
+        hook.remove()
     names = ["embeddings", *(f"block {i}" for i in range(arch.num_hidden_layers))]
+    original_states = outputs.hidden_states[: arch.num_hidden_layers + 1]  # added pass-through layers are not compared
     result.layers = [
         LayerDiff(name, _max_abs(ours, original))
-        for name, ours, original in zip(names, outputs.hidden_states, reference.hidden_states, strict=True)
+        for name, ours, original in zip(names, original_states, reference.hidden_states, strict=True)
     ]
     worst = max(result.layers, key=lambda d: d.max_abs)
     first_bad = next((d.layer for d in result.layers if d.max_abs > atol), None)
+    extra = len(outputs.hidden_states) - len(original_states)
     result.add(
         "parity: hidden states",
         first_bad is None,
         measured=f"max |Δ| {worst.max_abs:.2e} ({worst.layer})",
         bound=bound,
-        detail=f"first exceeds the bound at {first_bad}" if first_bad else "every layer within bound",
+        detail=(f"first exceeds the bound at {first_bad}" if first_bad else "every layer within bound")
+        + (f"; {extra} added pass-through layer(s) not compared (their output is never used)" if extra else ""),
     )
-    if arch.family is not Family.SEGMENTATION:
+    if arch.family is not Family.SEGMENTATION or layout is None:
         delta = _max_abs(outputs.logits, reference.logits)
         result.within("parity: logits", delta, atol, bound, f"{arch.family.hf_class} vs the original on the source")
         return
-    _segmentation_parity(result, model, outputs, reference, arch, atol, bound, options.strict)
+    _segmentation_parity(result, model, outputs, captured, reference, arch, layout, atol, bound, options.strict)
 
 
-def _segmentation_parity(result, model, outputs, reference, arch: Arch, atol, bound, strict) -> None:
-    """The head on the original's features must match; transformers' own feature choice is reported apart."""
+def _segmentation_parity(
+    result: VerifyResult,
+    model: Any,
+    outputs: Any,
+    captured: list[torch.Tensor],
+    reference: Any,
+    arch: Arch,
+    layout: FeatureLayout,
+    atol: float,
+    bound: str,
+    strict: bool,
+) -> None:
+    """The head on the original's features; then what transformers itself feeds the FPN, and its logits.
+
+    A difference explained by the folder's layout (the Hub's transformers numbering) is a warning, or a
+    failure with --strict; any other difference fails.
+    """
     from beit_tools.core.reference import token_maps
 
-    if hasattr(model, "fpn"):
+    original_maps = token_maps(reference.hidden_states, arch)
+    if captured:
         with torch.no_grad():
             head_logits = model.decode_head(model.fpn(tuple(token_maps(list(outputs.hidden_states), arch))))
         detail = f"FPN + UperHead on the outputs of blocks {list(arch.out_indices)}, as the original"
         result.within("parity: decode head", _max_abs(head_logits, reference.logits), atol, bound, detail)
+        features = max(_max_abs(ours, theirs) for ours, theirs in zip(captured, original_maps, strict=True))
     else:
         result.checks.append(Check("parity: decode head", SKIP, detail="this transformers version has no model.fpn"))
-    delta = _max_abs(outputs.logits, reference.logits)
-    status = PASS if delta <= atol else FAIL if strict else WARN
+        features = float("nan")
+    explained = FAIL if strict else WARN
+    known = not layout.faithful
+    note = "; --strict makes this fail" if known else ""
+    ok = features <= atol
     result.checks.append(
         Check(
-            "transformers feature indices",
-            status,
+            "FPN features",
+            PASS if ok else explained if known else FAIL,
+            measured=f"max |Δ| {features:.2e}",
+            bound=bound,
+            detail=layout.describe() + note,
+        )
+    )
+    delta = _max_abs(outputs.logits, reference.logits)
+    result.checks.append(
+        Check(
+            "parity: logits",
+            PASS if delta <= atol else explained if known else FAIL,
             measured=f"max |Δ| {delta:.2e}",
             bound=bound,
-            detail="known deviation: transformers feeds its FPN hidden_states[i-1] for i in out_indices "
-            f"({', '.join(transformers_feature_sources(arch))}), the original the outputs of blocks "
-            f"{list(arch.out_indices)}; --strict makes this fail",
+            detail=f"{arch.family.hf_class} as transformers runs it vs the original's UperNet{note}",
         )
     )
 
 
-def transformers_feature_sources(arch: Arch) -> list[str]:
-    """What BeitForSemanticSegmentation actually feeds its FPN: hidden_states[i-1] of L+1 states."""
-    states = arch.num_hidden_layers + 1
-    names = []
-    for i in arch.out_indices:
-        j = (i - 1) % states
-        names.append("embeddings" if j == 0 else f"block {j - 1}")
-    return names
+def folder_layout(config: Any, provenance: dict[str, Any] | None) -> FeatureLayout | None:
+    """The folder's feature layout as the installed transformers reads it (None unless segmentation).
+
+    The original's blocks come from provenance; a folder without that record uses the Hub's numbering.
+    """
+    from beit_tools.core.features import reading_offset
+
+    if (config.architectures or [""])[0] != Family.SEGMENTATION.hf_class:
+        return None
+    record = (provenance or {}).get("features") or {}
+    out_indices = tuple(config.out_indices)
+    original = tuple(record.get("original") or out_indices)
+    kind = record.get("kind", TRANSFORMERS)
+    added = int(record.get("added_layers", 0))
+    return FeatureLayout(kind, original, out_indices, added, reading_offset(), config.num_hidden_layers)
+
+
+def check_feature_layout(result: VerifyResult, layout: FeatureLayout, strict: bool) -> None:
+    """Without the source, the layout alone says whether the FPN gets the original's blocks."""
+    status = PASS if layout.faithful else FAIL if strict else WARN
+    note = "" if layout.faithful else "; --against measures the difference, --strict makes this fail"
+    result.checks.append(Check("FPN features", status, detail=layout.describe() + note))
 
 
 def check_round_trip(result: VerifyResult, weights: dict[str, torch.Tensor], analysis: Any) -> None:
@@ -544,14 +632,17 @@ def verify(options: VerifyOptions) -> VerifyResult:
         _skip_rest(result, options, "the model does not load")
         return result
     model, weights = loaded
+    layout = folder_layout(model.config, result.provenance)
     pixels = check_function(result, model, out, options)
     name = options.variant or (result.provenance or {}).get("variant")
     if name:
-        check_expected(result, model, variant_by_name(name), options, explicit=options.variant is not None)
+        check_expected(result, model, variant_by_name(name), options, layout, explicit=options.variant is not None)
     if analysis is not None:
-        check_parity(result, model, weights, pixels, analysis, options)
+        check_parity(result, model, weights, pixels, analysis, options, layout)
         check_round_trip(result, weights, analysis)
     else:
+        if layout is not None:
+            check_feature_layout(result, layout, options.strict)
         result.checks.append(Check("parity", SKIP, detail="give --against SOURCE to compare with the original"))
     return result
 

@@ -37,17 +37,47 @@ def palette(classes: int) -> list[tuple[int, int, int]]:
     return [((i * 67) % 256, (i * 151 + 80) % 256, (i * 29 + 160) % 256) for i in range(classes)]
 
 
-def segmentation_picture(image: Image.Image, mask: list[list[int]], classes: int, path: Path) -> None:
-    """The input beside its predicted mask in the class palette."""
-    colours = palette(classes)
-    height, width = len(mask), len(mask[0])
-    coloured = Image.new("RGB", (width, height))
-    coloured.putdata([colours[c % len(colours)] for row in mask for c in row])
-    side = max(256, *image.size)
-    canvas = Image.new("RGB", (2 * side, side), "white")
-    canvas.paste(image.convert("RGB").resize((side, side)), (0, 0))
-    canvas.paste(coloured.resize((side, side), Image.NEAREST), (side, 0))
+# The segmentation picture: [image with the mask blended in][the mask][legend], geometry shared with the tests.
+MAX_SIDE = 640  # the picture's panels are the image scaled to fit this
+LEGEND_WIDTH = 280
+LEGEND_ROW = 26
+LEGEND_TOP = 34  # first row's top edge
+SWATCH = (10, 18)  # x offset and side of a legend colour square
+BLEND = 0.5
+
+
+def panel_size(image: Image.Image) -> tuple[int, int]:
+    scale = min(1.0, MAX_SIDE / max(image.size))
+    return max(1, round(image.width * scale)), max(1, round(image.height * scale))
+
+
+def segmentation_overlay(
+    image: Image.Image, mask: list[list[int]], names: dict[int, str], path: Path, top: int = 8
+) -> list[tuple[int, float]]:
+    """Write the picture; `mask` is one class per pixel at the panel size. Returns the legend (class, share)."""
+    colours = palette(max(len(names), 1))
+    width, height = panel_size(image)
+    flat = [c for row in mask for c in row]
+    painted = Image.new("RGB", (width, height))
+    painted.putdata([colours[c % len(colours)] for c in flat])
+    base = image.convert("RGB").resize((width, height))
+    counts: dict[int, int] = {}
+    for c in flat:
+        counts[c] = counts.get(c, 0) + 1
+    legend = sorted(((c, n / len(flat)) for c, n in counts.items()), key=lambda item: -item[1])[:top]
+    canvas = Image.new("RGB", (2 * width + LEGEND_WIDTH, max(height, LEGEND_TOP + LEGEND_ROW * len(legend))), "white")
+    canvas.paste(Image.blend(base, painted, BLEND), (0, 0))
+    canvas.paste(painted, (width, 0))
+    draw = ImageDraw.Draw(canvas)
+    left = 2 * width
+    draw.text((left + SWATCH[0], 10), "top classes (share of pixels)", fill="black")
+    for row, (c, share) in enumerate(legend):
+        y = LEGEND_TOP + row * LEGEND_ROW
+        x = left + SWATCH[0]
+        draw.rectangle((x, y, x + SWATCH[1] - 1, y + SWATCH[1] - 1), fill=colours[c % len(colours)])
+        draw.text((x + SWATCH[1] + 8, y + 3), f"{names.get(c, str(c))[:28]}  {100 * share:.1f}%", fill="black")
     canvas.save(path, format="PNG")
+    return legend
 
 
 def bars_picture(items: list[tuple[str, float]], title: str, path: Path) -> None:
