@@ -112,7 +112,7 @@ def make_state_dict(
     for key, expected in expected_layout(arch).items():
         if key.endswith("relative_position_index"):
             if save_index:
-                out[key] = relative_position_index(arch.window)
+                out[key] = torch.from_numpy(relative_position_index(arch.window))
             continue
         if key.endswith("num_batches_tracked"):
             out[key] = torch.tensor(1000, dtype=torch.long)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from beit_tools.core.arch import Family
+from beit_tools.core.dtypes import BFLOAT16, FLOAT16, FLOAT32, INT64
 from beit_tools.core.ops import DROP, RENAME, SPLIT, Cast
 from beit_tools.core.plan import KeyMapping, Plan
 from beit_tools.errors import BeitToolsError
@@ -35,18 +36,18 @@ def test_split_order_matters_to_the_inverse() -> None:
 
 def test_drop_writes_nothing_and_casts_know_when_they_are_lossless() -> None:
     assert DROP.target_shapes((3, 3), 0) == [] and not DROP.writes
-    half = Cast(torch.float16)
-    assert half.target_dtype(torch.int64) == torch.int64 and half.target_dtype(torch.float32) == torch.float16
-    assert not half.lossless(torch.float32) and Cast(torch.float32).lossless(torch.float16)
-    assert Cast(torch.float32).lossless(torch.bfloat16) and not half.lossless(torch.bfloat16)
+    half = Cast(FLOAT16)
+    assert half.target_dtype(INT64) == INT64 and half.target_dtype(FLOAT32) == FLOAT16
+    assert not half.lossless(FLOAT32) and Cast(FLOAT32).lossless(FLOAT16)
+    assert Cast(FLOAT32).lossless(BFLOAT16) and not half.lossless(BFLOAT16)
 
 
 def test_two_sources_mapped_to_one_target_fail() -> None:
     def mapping(key: str) -> KeyMapping:
-        return KeyMapping(key, key, "test rule", RENAME, ("classifier.weight",), "", (5, 32), torch.float32)
+        return KeyMapping(key, key, "test rule", RENAME, ("classifier.weight",), "", (5, 32), FLOAT32)
 
     plan = Plan(tiny_arch(Family.CLASSIFICATION), [mapping("head.weight"), mapping("head2.weight")])
     with pytest.raises(
         BeitToolsError, match=r"two source tensors map to classifier\.weight: head\.weight and head2\.weight"
     ):
-        plan.target_tensors(Cast(torch.float32))
+        plan.target_tensors(Cast(FLOAT32))

@@ -82,6 +82,7 @@ def test_every_family_has_its_own_heads_after_the_shared_rules() -> None:
 
 def test_schema_check_names_what_transformers_would_miss() -> None:
     from beit_tools.core.detect import detect
+    from beit_tools.core.dtypes import FLOAT32
     from beit_tools.core.ops import Cast
     from beit_tools.core.plan import make_plan
     from beit_tools.core.schema import beit_config, check_schema, target_schema
@@ -90,11 +91,11 @@ def test_schema_check_names_what_transformers_would_miss() -> None:
     arch = tiny_arch(Family.CLASSIFICATION)
     infos = infos_of(arch)
     plan = make_plan(detect(infos), infos, {k: k for k in infos})
-    produced = {t.key: t.shape for t in plan.target_tensors(Cast(torch.float32))}
-    config = beit_config(arch)
-    assert produced == target_schema(config)
-    check_schema(produced, config)
+    produced = {t.key: t.shape for t in plan.target_tensors(Cast(FLOAT32))}
+    schema = target_schema(beit_config(arch))
+    assert produced == schema
+    check_schema(produced, schema)
     produced.pop("beit.encoder.layer.1.lambda_2")
     produced["classifier.weight"] = (4, 32)
     with pytest.raises(BeitToolsError, match=r"does not write: beit.encoder.layer.1.lambda_2.*classifier.weight"):
-        check_schema(produced, config)
+        check_schema(produced, schema)

@@ -64,8 +64,10 @@ def process_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 def cache_files(tmp_path: Path) -> list[str]:
+    """Downloaded files (and their records and partials) in the cache, by name."""
     root = tmp_path / "cache"
-    return sorted(str(p.relative_to(root)).split("/", 2)[-1] for p in root.rglob("*") if p.is_file())
+    kept = [p for folder in ("urls", "variants") for p in (root / folder).rglob("*") if p.is_file()]
+    return sorted(p.name for p in kept)
 
 
 def sha256(data: bytes) -> str:

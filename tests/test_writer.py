@@ -54,7 +54,7 @@ def test_large_models_are_sharded_with_an_index_that_transformers_loads(tmp_path
 def test_dtype_defaults_to_the_source(tmp_path: Path) -> None:
     src = write_synthetic(tmp_path / "h.pth", default_spec(tiny_arch(Family.CLASSIFICATION)).with_(dtype=torch.float16))
     result = convert(ConvertOptions(src, tmp_path / "out"))
-    assert result.dtype == torch.float16
+    assert result.dtype.name == "float16"
     assert any("float16" in w for w in result.warnings)
 
 

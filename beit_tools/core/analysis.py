@@ -34,7 +34,7 @@ def analyse(
     ckpt = open_checkpoint(source, trust=trust_checkpoint, use_ema=use_ema)
     detection = detect(ckpt.infos, ckpt.meta, image_size=image_size, num_heads=num_heads, pool_scales=pool_scales)
     features = layout_for(detection.arch, feature_indices)
-    plan = make_plan(detection, ckpt.infos, ckpt.source_keys, read=ckpt.tensor, features=features)
+    plan = make_plan(detection, ckpt.infos, ckpt.source_keys, read=ckpt.array, features=features)
     return Analysis(ckpt, detection, plan)
 
 

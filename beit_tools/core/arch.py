@@ -11,8 +11,6 @@ from dataclasses import asdict, dataclass
 from enum import Enum
 from typing import Any
 
-import torch
-
 # LayerNorm epsilon of every unilm and timm BEiT; BeitConfig's default (1e-12) is wrong for them.
 LAYER_NORM_EPS = 1e-6
 # BeitConfig.layer_scale_init_value only decides whether lambda_1/2 exist; the values come from the file.
@@ -140,19 +138,21 @@ def window_from_tokens(tokens: int) -> int | None:
     return side if side * side == tokens - 1 else None
 
 
-def relative_position_index(window: int) -> torch.Tensor:
-    """The [T, T] lookup from token pairs to table rows, as the original computes it.
+def relative_position_index(window: int) -> Any:
+    """The [T, T] lookup from token pairs to table rows, as the original computes it (a numpy int64 array).
 
     Patch a=(ha, wa), b=(hb, wb) -> (ha-hb+W-1)*(2W-1) + (wa-wb+W-1); the CLS row, column and corner use
     the table's last three rows (N-3, N-2, N-1).
     """
+    import numpy as np
+
     n = num_relative_distance(window)
-    rows = torch.arange(window).repeat_interleave(window)
-    cols = torch.arange(window).repeat(window)
+    rows = np.repeat(np.arange(window), window)
+    cols = np.tile(np.arange(window), window)
     dy = rows[:, None] - rows[None, :] + window - 1
     dx = cols[:, None] - cols[None, :] + window - 1
     tokens = window * window + 1
-    index = torch.empty(tokens, tokens, dtype=torch.long)
+    index = np.empty((tokens, tokens), dtype=np.int64)
     index[1:, 1:] = dy * (2 * window - 1) + dx
     index[0, :] = n - 3
     index[:, 0] = n - 2

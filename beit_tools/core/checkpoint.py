@@ -1,25 +1,29 @@
 """Open a checkpoint safely: sniff its format, unpickle without running code, unwrap the container.
 
-Tensors stay lazy: torch zip files are memory-mapped and safetensors files are read per tensor, so
-detection and planning look only at names, shapes and dtypes.
+Torch zip files and safetensors files are read without torch: their structure gives every tensor's
+name, shape, dtype and, for row-major tensors, the byte range of its data in the file, so tensors can
+be checked, copied or computed one at a time and never all held at once. Legacy (pre-zip) torch files,
+`--trust-checkpoint` and zip files with anything unusual in their pickle go through torch.load.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
+import os
 import pickle
 import re
 import warnings
 import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from math import prod
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from beit_tools.core.dtypes import FROM_SAFETENSORS
+from beit_tools.core import torchzip
+from beit_tools.core.dtypes import BY_CODE, DType, from_torch
 from beit_tools.core.formats import HEAD_BYTES, checkpoint_format
 from beit_tools.errors import BeitToolsError
 
@@ -27,6 +31,7 @@ from beit_tools.errors import BeitToolsError
 WEIGHT_CONTAINERS = ("model", "module", "state_dict")
 # Key prefixes that wrap the real names: DeepSpeed/DataParallel, then the mmseg backbone.
 STRIPPED_PREFIXES = ("module.", "backbone.")
+CRC_CHECK_BELOW = 64 * 2**20  # zip files smaller than this have every member's CRC checked on opening
 
 # Classes real unilm/mmseg training files pickle besides tensors. None of them runs code when
 # unpickled; they are the only globals safe loading accepts without --trust-checkpoint.
@@ -49,18 +54,33 @@ TRUST_HINT = "if you trust where this file came from, rerun with --trust-checkpo
 @dataclass(frozen=True)
 class TensorInfo:
     shape: tuple[int, ...]
-    dtype: torch.dtype
+    dtype: DType
 
     @property
     def numel(self) -> int:
-        n = 1
-        for s in self.shape:
-            n *= s
-        return n
+        return prod(self.shape)
 
     @property
     def nbytes(self) -> int:
         return self.numel * self.dtype.itemsize
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a row-major tensor's bytes lie in the file."""
+
+    offset: int
+    nbytes: int
+
+
+@dataclass(frozen=True)
+class Strided:
+    """A tensor that is a non-row-major view of a storage: the storage's bytes and the view's geometry."""
+
+    storage_offset: int  # file offset of the storage's first byte
+    storage_nbytes: int
+    offset: int  # in elements
+    stride: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -87,24 +107,82 @@ class Checkpoint:
     loaded_with: str  # how the file was opened: "safetensors", "weights-only" or "full pickle"
     classes: tuple[str, ...]  # classes besides tensors and plain containers the file holds
     meta: dict[str, Any] = field(default_factory=dict)  # mmseg CLASSES / config text, unilm args
-    _tensors: Mapping[str, torch.Tensor] = field(default_factory=dict, repr=False)
-    _safetensors_path: Path | None = field(default=None, repr=False)
+    locations: dict[str, Location] = field(default_factory=dict, repr=False)  # row-major tensors in the file
+    strided: dict[str, Strided] = field(default_factory=dict, repr=False)  # views read through their storage
+    _tensors: Mapping[str, Any] = field(default_factory=dict, repr=False)  # torch tensors, when torch loaded it
 
-    def tensor(self, key: str) -> torch.Tensor:
-        """The tensor's data; reads it from disk only now for lazy formats."""
+    def location(self, key: str) -> Location | None:
+        return self.locations.get(key)
+
+    def read_bytes(self, key: str) -> bytes:
+        """The tensor's data, row-major, as bytes (read now; nothing is kept)."""
+        if key in self.locations:
+            loc = self.locations[key]
+            return _pread(self.path, loc.offset, loc.nbytes)
+        if key in self.strided:
+            return self.array(key).tobytes()
+        tensor = self._tensors[key].contiguous()
+        return tensor.reshape(-1).view(torch_uint8()).numpy().tobytes()
+
+    def sample_bytes(self, key: str, elements: int) -> bytes:
+        """The first and last `elements` elements of a tensor (all of it when that is not much less)."""
+        location, item = self.locations.get(key), self.infos[key].dtype.itemsize
+        if location is None or location.nbytes <= 2 * elements * item:
+            return self.read_bytes(key)
+        span = elements * item
+        tail = location.offset + location.nbytes - span
+        return _pread(self.path, location.offset, span) + _pread(self.path, tail, span)
+
+    def array(self, key: str) -> Any:
+        """The tensor as a numpy array (bfloat16 as its raw uint16 bits)."""
+        import numpy as np
+
+        info = self.infos[key]
+        if key in self.strided:
+            view = self.strided[key]
+            raw = np.frombuffer(_pread(self.path, view.storage_offset, view.storage_nbytes), dtype=info.dtype.numpy)
+            item = info.dtype.itemsize
+            strides = tuple(s * item for s in view.stride)
+            picked = np.lib.stride_tricks.as_strided(raw[view.offset :], shape=info.shape, strides=strides)
+            return np.ascontiguousarray(picked)
+        if key in self.locations:
+            return np.frombuffer(self.read_bytes(key), dtype=info.dtype.numpy).reshape(info.shape)
+        tensor = self._tensors[key].contiguous()
+        return tensor.reshape(-1).view(torch_uint8()).numpy().view(info.dtype.numpy).reshape(info.shape)
+
+    def tensor(self, key: str) -> Any:
+        """The tensor as a torch tensor of its own memory (read now; torch is imported here)."""
         return next(self.iter_tensors([key]))[1]
 
-    def iter_tensors(self, keys: list[str]) -> Iterator[tuple[str, torch.Tensor]]:
-        """(canonical key, tensor) for `keys`, reading a safetensors source once for all of them."""
-        if self._safetensors_path is not None:
-            from safetensors import safe_open
+    def iter_tensors(self, keys: list[str]) -> Iterator[tuple[str, Any]]:
+        """(canonical key, torch tensor) for `keys`, one at a time."""
+        import torch
 
-            with safe_open(str(self._safetensors_path), framework="pt") as f:
-                for k in keys:
-                    yield k, f.get_tensor(self.source_keys[k])
-        else:
-            for k in keys:
-                yield k, self._tensors[k]
+        for key in keys:
+            if key in self._tensors:
+                yield key, self._tensors[key]
+                continue
+            info = self.infos[key]
+            data = bytearray(self.read_bytes(key))
+            flat = torch.frombuffer(data, dtype=info.dtype.torch) if data else torch.empty(0, dtype=info.dtype.torch)
+            yield key, flat.reshape(info.shape)
+
+
+def torch_uint8() -> Any:
+    import torch
+
+    return torch.uint8
+
+
+def _pread(path: Path, offset: int, nbytes: int) -> bytes:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        data = os.pread(fd, nbytes, offset)
+    finally:
+        os.close(fd)
+    if len(data) != nbytes:
+        raise BeitToolsError(f"{path} ends before a tensor's data ({len(data)} of {nbytes} bytes at {offset})")
+    return data
 
 
 def open_checkpoint(path: str | Path, *, trust: bool = False, use_ema: bool = False) -> Checkpoint:
@@ -120,6 +198,15 @@ def open_checkpoint(path: str | Path, *, trust: bool = False, use_ema: bool = Fa
     fmt = sniff_format(path)
     if fmt == "safetensors":
         return _open_safetensors(path, size)
+    if fmt == "torch-zip":
+        _check_zip(path, size)
+        if not trust:
+            try:
+                contents = torchzip.read(path)
+            except torchzip.Unsupported:
+                pass  # torch's own weights-only loader decides
+            else:
+                return _unwrap(path, fmt, size, contents.obj, use_ema=use_ema, loaded_with="weights-only", zip=contents)
     obj = _torch_load(path, fmt, trust=trust)
     return _unwrap(path, fmt, size, obj, use_ema=use_ema, loaded_with="full pickle" if trust else "weights-only")
 
@@ -153,6 +240,8 @@ def safe_globals() -> list[Any]:
 
 def _unsafe_globals(path: Path) -> list[str]:
     """Globals a zip checkpoint needs beyond torch's defaults and our allow-list, read without unpickling."""
+    import torch
+
     try:
         needed = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
     except Exception:  # damaged files are reported by the load itself
@@ -160,25 +249,30 @@ def _unsafe_globals(path: Path) -> list[str]:
     return sorted(set(needed) - set(SAFE_GLOBAL_NAMES))
 
 
+def _check_zip(path: Path, size: int) -> None:
+    """A zip that cannot be opened, or (for small files) has a member failing its CRC, is damaged."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            bad = zf.testzip() if size < CRC_CHECK_BELOW else None
+    except zipfile.BadZipFile as e:
+        raise BeitToolsError(
+            f"{path} is a damaged torch zip archive ({e})",
+            "the file is probably truncated; fetch it again",
+        ) from e
+    if bad is not None:
+        raise BeitToolsError(f"{path} is damaged: member {bad} fails its CRC check", "fetch the file again")
+
+
 def _torch_load(path: Path, fmt: str, *, trust: bool) -> Any:
-    if fmt == "torch-zip":
-        try:
-            with zipfile.ZipFile(path) as zf:
-                bad = zf.testzip() if path.stat().st_size < 64 * 2**20 else None
-        except zipfile.BadZipFile as e:
+    import torch
+
+    if fmt == "torch-zip" and not trust:
+        unsafe = _unsafe_globals(path)
+        if unsafe:
             raise BeitToolsError(
-                f"{path} is a damaged torch zip archive ({e})",
-                "the file is probably truncated; fetch it again",
-            ) from e
-        if bad is not None:
-            raise BeitToolsError(f"{path} is damaged: member {bad} fails its CRC check", "fetch the file again")
-        if not trust:
-            unsafe = _unsafe_globals(path)
-            if unsafe:
-                raise BeitToolsError(
-                    f"{path} needs code to load: it pickles {', '.join(unsafe)}, which safe loading refuses",
-                    TRUST_HINT,
-                )
+                f"{path} needs code to load: it pickles {', '.join(unsafe)}, which safe loading refuses",
+                TRUST_HINT,
+            )
     mmap = fmt == "torch-zip"
     try:
         if trust:
@@ -208,43 +302,63 @@ def _first_line(e: BaseException) -> str:
 
 
 def _open_safetensors(path: Path, size: int) -> Checkpoint:
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            keys = list(f.keys())
-            infos = {}
-            for k in keys:
-                sl = f.get_slice(k)
-                infos[k] = TensorInfo(tuple(sl.get_shape()), _st_dtype(sl.get_dtype()))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise BeitToolsError(f"{path} is a damaged safetensors file: {_first_line(e)}", "fetch it again") from e
-    canonical, stripped = _strip_prefixes(keys)
+    """The header alone: names, dtypes, shapes and byte ranges (tensors start after the header)."""
+    damaged = BeitToolsError(f"{path} is a damaged safetensors file", "fetch it again")
+    with path.open("rb") as f:
+        length = int.from_bytes(f.read(8), "little")
+        try:
+            header = json.loads(f.read(length))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise BeitToolsError(f"{path} is a damaged safetensors file: bad header ({e})", "fetch it again") from e
+    if not isinstance(header, dict):
+        raise damaged
+    infos: dict[str, TensorInfo] = {}
+    locations: dict[str, Location] = {}
+    for key, entry in header.items():
+        if key == "__metadata__":
+            continue
+        try:
+            dtype = BY_CODE[entry["dtype"]]
+            begin, end = entry["data_offsets"]
+            info = TensorInfo(tuple(int(s) for s in entry["shape"]), dtype)
+        except KeyError as e:
+            raise BeitToolsError(f"{path} holds a tensor of an unsupported dtype or layout: {key}") from e
+        if end - begin != info.nbytes or 8 + length + end > size:
+            raise BeitToolsError(f"{path} is a damaged safetensors file: {key} lies outside the file", "fetch it again")
+        infos[key], locations[key] = info, Location(8 + length + begin, info.nbytes)
+    canonical, stripped = _strip_prefixes(list(infos))
     return Checkpoint(
         path=path,
         format="safetensors",
         size_bytes=size,
         weights_from="(top level)",
         stripped_prefixes=stripped,
-        container=(ContainerEntry("(tensors)", "state dict", f"{len(keys)} tensors"),),
+        container=(ContainerEntry("(tensors)", "state dict", f"{len(infos)} tensors"),),
         source_keys=canonical,
         infos={c: infos[orig] for c, orig in canonical.items()},
         loaded_with="safetensors",
         classes=(),
-        _safetensors_path=path,
+        locations={c: locations[orig] for c, orig in canonical.items()},
     )
 
 
-def _st_dtype(name: str) -> torch.dtype:
-    try:
-        return FROM_SAFETENSORS[name.upper()]
-    except KeyError:
-        raise BeitToolsError(f"unsupported safetensors dtype {name}") from None
+def _is_tensor(value: Any) -> bool:
+    if isinstance(value, torchzip.TensorRef):
+        return True
+    torch = _torch_if_loaded()
+    return torch is not None and isinstance(value, torch.Tensor)
+
+
+def _torch_if_loaded() -> Any:
+    """torch, when something already imported it (then values may be torch tensors); never imports it."""
+    import sys
+
+    return sys.modules.get("torch")
 
 
 def _describe(key: str, value: Any) -> ContainerEntry:
     if isinstance(value, Mapping):
-        n_tensors = sum(isinstance(v, torch.Tensor) for v in value.values())
+        n_tensors = sum(_is_tensor(v) for v in value.values())
         if n_tensors:
             return ContainerEntry(key, "state dict", f"{n_tensors} tensors")
         if key == "meta":
@@ -261,20 +375,22 @@ def _describe(key: str, value: Any) -> ContainerEntry:
         args = vars(value)
         shown = [f"{k}={args[k]}" for k in ("model", "nb_classes", "input_size") if k in args]
         return ContainerEntry(key, "training args", ", ".join(shown) or f"{len(args)} fields")
-    if isinstance(value, torch.Tensor):
+    if _is_tensor(value):
         return ContainerEntry(key, "tensor", f"shape {list(value.shape)}")
     if isinstance(value, (int, float, str, bool)):
         return ContainerEntry(key, type(value).__name__, f"{value!r}"[:60])
     return ContainerEntry(key, type(value).__name__, "(ignored)")
 
 
-PLAIN_TYPES = (dict, list, tuple, set, str, bytes, int, float, bool, type(None), torch.Tensor, torch.Size)
+PLAIN_TYPES = (dict, list, tuple, set, str, bytes, int, float, bool, type(None))
 
 
 def classes_in(obj: Any, depth: int = 4) -> set[str]:
     """Qualified names of the non-plain objects in a loaded container (what unpickling had to construct)."""
     found: set[str] = set()
-    if type(obj) not in PLAIN_TYPES and not isinstance(obj, (torch.Tensor, torch.dtype)):
+    if _is_tensor(obj) or (type(obj).__name__ in ("dtype", "Size") and type(obj).__module__ == "torch"):
+        return found
+    if type(obj) not in PLAIN_TYPES:
         found.add(f"{type(obj).__module__}.{type(obj).__qualname__}")
     if depth == 0:
         return found
@@ -287,12 +403,21 @@ def classes_in(obj: Any, depth: int = 4) -> set[str]:
     else:
         children = []
     for child in children[:1000]:
-        if not isinstance(child, torch.Tensor):
+        if not _is_tensor(child):
             found |= classes_in(child, depth - 1)
     return found
 
 
-def _unwrap(path: Path, fmt: str, size: int, obj: Any, *, use_ema: bool, loaded_with: str) -> Checkpoint:
+def _unwrap(
+    path: Path,
+    fmt: str,
+    size: int,
+    obj: Any,
+    *,
+    use_ema: bool,
+    loaded_with: str,
+    zip: torchzip.ZipContents | None = None,
+) -> Checkpoint:
     if not isinstance(obj, Mapping):
         raise BeitToolsError(
             f"{path} holds a {type(obj).__name__}, not a state dict",
@@ -309,7 +434,7 @@ def _unwrap(path: Path, fmt: str, size: int, obj: Any, *, use_ema: bool, loaded_
     else:
         if use_ema:
             raise BeitToolsError(f"{path} has no 'model_ema' weights", "drop --use-ema to convert the 'model' weights")
-    tensors = {k: v for k, v in weights.items() if isinstance(v, torch.Tensor)}
+    tensors = {k: v for k, v in weights.items() if _is_tensor(v)}
     if not tensors:
         raise BeitToolsError(
             f"{path} holds no tensors (top-level keys: {', '.join(map(str, list(obj)[:8]))})",
@@ -325,7 +450,8 @@ def _unwrap(path: Path, fmt: str, size: int, obj: Any, *, use_ema: bool, loaded_
             meta["config_text"] = mmseg_meta["config"]
     if isinstance(obj.get("args"), argparse.Namespace):
         meta["args"] = {k: v for k, v in vars(obj["args"]).items() if isinstance(v, (int, float, str, bool))}
-    return Checkpoint(
+    by_canonical = {c: tensors[orig] for c, orig in canonical.items()}
+    checkpoint = Checkpoint(
         path=path,
         format=fmt,
         size_bytes=size,
@@ -333,12 +459,40 @@ def _unwrap(path: Path, fmt: str, size: int, obj: Any, *, use_ema: bool, loaded_
         stripped_prefixes=stripped,
         container=container,
         source_keys=canonical,
-        infos={c: TensorInfo(tuple(tensors[o].shape), tensors[o].dtype) for c, o in canonical.items()},
+        infos={c: _info(t) for c, t in by_canonical.items()},
         loaded_with=loaded_with,
         classes=tuple(sorted(classes_in(obj) - {"collections.OrderedDict"})),
         meta=meta,
-        _tensors={c: tensors[orig] for c, orig in canonical.items()},
     )
+    if zip is None:
+        checkpoint._tensors = by_canonical
+    else:
+        _locate(checkpoint, by_canonical, zip)
+    return checkpoint
+
+
+def _info(tensor: Any) -> TensorInfo:
+    if isinstance(tensor, torchzip.TensorRef):
+        return TensorInfo(tensor.shape, tensor.dtype)
+    return TensorInfo(tuple(tensor.shape), from_torch(tensor.dtype))
+
+
+def _locate(checkpoint: Checkpoint, refs: dict[str, torchzip.TensorRef], zip: torchzip.ZipContents) -> None:
+    """Byte ranges of row-major tensors; storage spans of the other views."""
+    for key, ref in refs.items():
+        if ref.storage.key not in zip.data_offsets:
+            raise BeitToolsError(
+                f"{checkpoint.path} is damaged: the data of {checkpoint.source_keys[key]} is missing",
+                "fetch the file again",
+            )
+        start, length = zip.data_offsets[ref.storage.key]
+        item = ref.dtype.itemsize
+        if start + length > checkpoint.size_bytes:
+            raise BeitToolsError(f"{checkpoint.path} is truncated inside a tensor's data", "fetch it again")
+        if ref.contiguous and (ref.offset * item + ref.nbytes) <= length:
+            checkpoint.locations[key] = Location(start + ref.offset * item, ref.nbytes)
+        else:
+            checkpoint.strided[key] = Strided(start, length, ref.offset, ref.stride)
 
 
 def _strip_prefixes(keys: list[str]) -> tuple[dict[str, str], tuple[str, ...]]:

@@ -1,4 +1,9 @@
-"""The conversion pipeline: open -> detect -> plan -> check against transformers -> write."""
+"""The conversion pipeline: prepare (open, detect, plan, labels) -> write (weights, config, processor) -> record.
+
+Three things run at once: the writer copies tensors into the output, a scan thread reads the source
+once for its sha256 and any NaN/Inf, and, when transformers' facts for this config are not cached yet,
+another thread works them out. The folder is renamed into place only after all three agree.
+"""
 
 from __future__ import annotations
 
@@ -8,20 +13,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from beit_tools.core.analysis import Analysis, analyse, source_warnings
 from beit_tools.core.checkpoint import Checkpoint
-from beit_tools.core.dtypes import BY_NAME, dtype_name
+from beit_tools.core.dtypes import BY_NAME, FLOAT32, DType
 from beit_tools.core.features import FAITHFUL
 from beit_tools.core.labels import Labels, resolve_labels
 from beit_tools.core.ops import Cast
+from beit_tools.core.plan import Plan, TargetTensor
 from beit_tools.core.processor import preprocessor_config
-from beit_tools.core.provenance import PROVENANCE_NAME, provenance, sha256_file
-from beit_tools.core.schema import beit_config, check_schema
+from beit_tools.core.provenance import PROVENANCE_NAME, provenance
+from beit_tools.core.scan import SourceScan, all_finite, regions_of
+from beit_tools.core.schema import FactsJob, check_schema
 from beit_tools.core.sources import Source, require_variant
 from beit_tools.core.writer import (
     DEFAULT_MAX_SHARD_BYTES,
+    Payload,
     atomic_directory,
     write_json,
     write_weights,
@@ -45,6 +51,7 @@ class ConvertOptions:
     overwrite: bool = False
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES
     origin: Source | None = None  # where a downloaded source came from (URL, hf://, variant)
+    cache: Path | None = None  # where transformers' facts are cached (default: the download cache)
 
 
 @dataclass
@@ -52,12 +59,13 @@ class ConversionResult:
     output: Path
     analysis: Analysis
     labels: Labels | None
-    dtype: torch.dtype
+    dtype: DType
     files: list[str]
     bytes_written: int
     sha256: str
     origin: Source
     warnings: list[str] = field(default_factory=list)
+    copied_bytes: int = 0  # of bytes_written, how many went from the source file to the output untouched
 
     def to_dict(self) -> dict[str, Any]:
         arch = self.analysis.plan.target_arch
@@ -67,9 +75,10 @@ class ConversionResult:
             "hf_class": arch.family.hf_class,
             "config": arch.config_fields(),
             "labels": self.labels.to_dict() if self.labels else None,
-            "dtype": dtype_name(self.dtype),
+            "dtype": self.dtype.name,
             "files": self.files,
             "bytes_written": self.bytes_written,
+            "bytes_copied": self.copied_bytes,
             "source_sha256": self.sha256,
             "source": {"path": str(self.origin.path), **self.origin.origin()},
             "variant": self.origin.variant.name if self.origin.variant else None,
@@ -78,13 +87,59 @@ class ConversionResult:
         }
 
 
-def source_dtype(ckpt: Checkpoint) -> torch.dtype:
+def source_dtype(ckpt: Checkpoint) -> DType:
     """The dominant floating dtype of the weights (by bytes): what `--dtype` defaults to."""
-    by_bytes: Counter[torch.dtype] = Counter()
+    by_bytes: Counter[DType] = Counter()
     for info in ckpt.infos.values():
         if info.dtype.is_floating_point:
             by_bytes[info.dtype] += info.nbytes
-    return by_bytes.most_common(1)[0][0] if by_bytes else torch.float32
+    return by_bytes.most_common(1)[0][0] if by_bytes else FLOAT32
+
+
+@dataclass
+class Payloads:
+    """How each output tensor is made: copied from the source file, or computed (noting NaN/Inf seen)."""
+
+    ckpt: Checkpoint
+    plan: Plan
+    nonfinite: list[str] = field(default_factory=list)
+    copied: int = 0
+    _pending: dict[str, list[Any]] = field(default_factory=dict)  # source key -> [tensor, parts still to write]
+
+    def __call__(self, target: TargetTensor) -> Payload:
+        added = self.plan.added
+        if target.source in added:
+            return Payload(compute=lambda: bytes(target.nbytes))
+        location = self.ckpt.location(target.source)
+        span = location and target.byte_range(location.offset, self.ckpt.infos[target.source].dtype)
+        if span:
+            self.copied += target.nbytes
+            return Payload(copy=span)
+        return Payload(compute=lambda: self._compute(target))
+
+    def _compute(self, target: TargetTensor) -> Any:
+        entry = self._pending.get(target.source)
+        if entry is None:
+            tensor = self.ckpt.tensor(target.source)
+            if self.ckpt.location(target.source) is None and not _finite_tensor(tensor):
+                self.nonfinite.append(self.ckpt.source_keys[target.source])  # the scan sees only located tensors
+            entry = self._pending[target.source] = [tensor, target.parts]
+        entry[1] -= 1
+        if entry[1] == 0:
+            del self._pending[target.source]
+        return target.produce(entry[0]).reshape(-1).view(_uint8()).numpy()
+
+
+def _uint8() -> Any:
+    import torch
+
+    return torch.uint8
+
+
+def _finite_tensor(tensor: Any) -> bool:
+    import torch
+
+    return not tensor.is_floating_point() or bool(torch.isfinite(tensor).all())
 
 
 def convert(
@@ -96,6 +151,8 @@ def convert(
 
     `on_start(total_bytes)` and `on_written(n_bytes)` report writing progress.
     """
+    from beit_tools.core.download import cache_root
+
     analysis = analyse(
         options.source,
         trust_checkpoint=options.trust_checkpoint,
@@ -109,33 +166,29 @@ def convert(
     origin = options.origin or Source(ckpt.path, "file", str(ckpt.path))
     require_variant(origin, arch)
     plan.require_convertible(allow_unused=options.allow_unused)
-
     labels = resolve_labels(arch, ckpt.meta.get("classes"), options.labels_file)
     if options.dtype is not None and options.dtype not in BY_NAME:
         raise BeitToolsError(f"unknown --dtype {options.dtype}", "use float32, float16 or bfloat16")
     dtype = BY_NAME[options.dtype] if options.dtype else source_dtype(ckpt)
     targets = plan.target_tensors(Cast(dtype))
-    config = beit_config(plan.target_arch, labels.id2label if labels else None, dtype)
-    check_schema({t.key: t.shape for t in targets}, config)
 
-    warnings = source_warnings(ckpt)
-    nonfinite: list[str] = []
-
-    def read_checked(keys: list[str]):
-        for key, tensor in ckpt.iter_tensors(keys):
-            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-                nonfinite.append(ckpt.source_keys[key])
-            yield key, tensor
-
-    digest = origin.sha256 or sha256_file(ckpt.path)
+    scan = SourceScan(ckpt.path, regions_of(ckpt)).start()
+    facts = FactsJob(plan.target_arch, labels.id2label if labels else None, dtype, options.cache or cache_root())
+    payloads = Payloads(ckpt, plan)
+    strided_bad = [k for k in ckpt.strided if not all_finite(ckpt.array(k).tobytes(), ckpt.infos[k].dtype)]
     total = sum(t.nbytes for t in targets)
+    warnings = source_warnings(ckpt)
     with atomic_directory(options.output, options.overwrite, keep=(ckpt.path,)) as tmp:
         on_start(total)
-        files = write_weights(tmp, targets, plan.reader(read_checked), options.max_shard_bytes, on_written)
-        config.save_pretrained(tmp)
+        files = write_weights(tmp, targets, payloads, ckpt.path, options.max_shard_bytes, on_written)
+        known = facts.result()
+        check_schema({t.key: t.shape for t in targets}, known.schema)
+        (tmp / "config.json").write_text(known.config_json, encoding="utf-8")
         write_json(tmp / "preprocessor_config.json", preprocessor_config(arch))
-        if nonfinite:
-            warnings.append(f"{len(nonfinite)} tensor(s) hold NaN or Inf: {', '.join(nonfinite[:4])}")
+        digest, nonfinite = scan.result()
+        bad = [ckpt.source_keys[k] for k in (*nonfinite, *strided_bad)] + payloads.nonfinite
+        if bad:
+            warnings.append(f"{len(bad)} tensor(s) hold NaN or Inf: {', '.join(bad[:4])}")
         write_json(
             tmp / PROVENANCE_NAME,
             provenance(
@@ -157,7 +210,7 @@ def convert(
                     "pool_scales": list(options.pool_scales) if options.pool_scales else None,
                 },
                 features=plan.features.to_dict() if plan.features else None,
-                dtype=dtype_name(dtype),
+                dtype=dtype.name,
                 labels=labels.to_dict() if labels else None,
                 evidence={k: str(v) for k, v in analysis.detection.evidence.items()},
                 plan=plan.counts(),
@@ -165,4 +218,6 @@ def convert(
             ),
         )
         files += ["config.json", "preprocessor_config.json", PROVENANCE_NAME]
-    return ConversionResult(options.output, analysis, labels, dtype, files, total, digest, origin, warnings)
+    return ConversionResult(
+        options.output, analysis, labels, dtype, files, total, digest, origin, warnings, payloads.copied
+    )

@@ -13,13 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from beit_tools.core.analysis import Analysis, analyse, source_warnings
 from beit_tools.core.checkpoint import Checkpoint
 from beit_tools.core.dtypes import dtype_name
 from beit_tools.core.features import FAITHFUL
 from beit_tools.core.labels import Labels, resolve_labels
+from beit_tools.core.scan import all_finite
 from beit_tools.core.sources import Source, require_variant
 from beit_tools.errors import BeitToolsError
 
@@ -129,13 +128,6 @@ def group_tensors(ckpt: Checkpoint) -> list[TensorGroup]:
     return groups
 
 
-def _sample(tensor: torch.Tensor) -> torch.Tensor:
-    flat = tensor.reshape(-1)
-    if flat.numel() <= 2 * SAMPLE:
-        return flat
-    return torch.cat((flat[:SAMPLE], flat[-SAMPLE:]))
-
-
 def warnings_for(analysis: Analysis) -> list[str]:
     ckpt = analysis.checkpoint
     out = source_warnings(ckpt)
@@ -144,8 +136,8 @@ def warnings_for(analysis: Analysis) -> list[str]:
         out.append("mixed floating dtypes: " + ", ".join(f"{n} {d}" for d, n in floating.most_common()))
     bad = [
         ckpt.source_keys[key]
-        for key, tensor in ckpt.iter_tensors([k for k, i in ckpt.infos.items() if i.dtype.is_floating_point])
-        if not bool(torch.isfinite(_sample(tensor)).all())
+        for key, info in ckpt.infos.items()
+        if info.dtype.is_floating_point and not all_finite(ckpt.sample_bytes(key, SAMPLE), info.dtype)
     ]
     if bad:
         out.append(f"{len(bad)} tensor(s) hold NaN or Inf (sampled): {', '.join(bad[:4])}")

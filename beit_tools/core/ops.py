@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from math import prod
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import torch
+from beit_tools.core.dtypes import DType
+
+if TYPE_CHECKING:
+    import torch
 
 Shape = tuple[int, ...]
 
@@ -73,6 +76,8 @@ class SplitRows(Op):
         return list(tensor.chunk(count, dim=0))
 
     def invert(self, targets: list[torch.Tensor]) -> torch.Tensor:
+        import torch
+
         return torch.cat(targets, dim=0)
 
     def byte_ranges(self, shape: Shape, itemsize: int, count: int) -> list[tuple[int, int]]:
@@ -98,19 +103,19 @@ class Drop(Op):
 class Cast:
     """The dtype change every written floating tensor goes through; integer buffers keep theirs."""
 
-    dtype: torch.dtype
+    dtype: DType
 
-    def target_dtype(self, source: torch.dtype) -> torch.dtype:
+    def target_dtype(self, source: DType) -> DType:
         return self.dtype if source.is_floating_point else source
 
     def apply(self, tensor: torch.Tensor) -> torch.Tensor:
-        return tensor.to(self.target_dtype(tensor.dtype))
+        return tensor.to(self.dtype.torch) if tensor.is_floating_point() else tensor
 
-    def invert(self, written: torch.Tensor, source: torch.dtype) -> torch.Tensor:
+    def invert(self, written: torch.Tensor, source: DType) -> torch.Tensor:
         """Back to the source's dtype: exact when the cast widened or kept the dtype."""
-        return written.to(source)
+        return written.to(source.torch)
 
-    def lossless(self, source: torch.dtype) -> bool:
+    def lossless(self, source: DType) -> bool:
         target = self.target_dtype(source)
         return target == source or (source.is_floating_point and target.itemsize > source.itemsize)
 

@@ -10,14 +10,12 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from beit_tools.core.arch import Arch, relative_position_index
 from beit_tools.core.checkpoint import TensorInfo
 from beit_tools.core.detect import Detection
-from beit_tools.core.dtypes import dtype_name
+from beit_tools.core.dtypes import FLOAT32, DType, dtype_name
 from beit_tools.core.features import FeatureLayout, target_arch
 from beit_tools.core.layout import ExpectedTensor, expected_layout
 from beit_tools.core.ops import Cast, Op
@@ -27,7 +25,10 @@ from beit_tools.errors import BeitToolsError
 UNUSED, ADDED = "unused", "added"
 # Count names shown in the diff table, per outcome.
 OUTCOMES = {"rename": "renamed", "split": "split", "drop": "dropped", ADDED: "added", UNUSED: "unused"}
-Reader = Callable[[list[str]], Iterator[tuple[str, torch.Tensor]]]
+if TYPE_CHECKING:
+    import torch
+
+Reader = Callable[[list[str]], Iterator[tuple[str, "torch.Tensor"]]]
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class KeyMapping:
     targets: tuple[str, ...]
     reason: str
     shape: tuple[int, ...]
-    dtype: torch.dtype
+    dtype: DType
     added: str = ""  # why the plan makes this tensor (zeros) although the file has none
 
     @property
@@ -71,11 +72,12 @@ class TargetTensor:
 
     key: str
     shape: tuple[int, ...]
-    dtype: torch.dtype
+    dtype: DType
     source: str  # canonical source key
     op: Op
     part: int  # which of the op's targets this is
     parts: int
+    source_shape: tuple[int, ...]
 
     @property
     def nbytes(self) -> int:
@@ -85,7 +87,15 @@ class TargetTensor:
         return n
 
     def produce(self, tensor: torch.Tensor) -> torch.Tensor:
-        return self.op.produce(tensor, self.parts)[self.part].to(self.dtype).contiguous()
+        return self.op.produce(tensor, self.parts)[self.part].to(self.dtype.torch).contiguous()
+
+    def byte_range(self, start: int, source: DType) -> tuple[int, int] | None:
+        """Where this target's bytes lie in the file, when they are the source's own (same dtype, row-major
+        source at `start`); None when they must be computed."""
+        if source != self.dtype:
+            return None
+        offset, length = self.op.byte_ranges(self.source_shape, source.itemsize, self.parts)[self.part]
+        return start + offset, length
 
 
 @dataclass(frozen=True)
@@ -145,7 +155,7 @@ class Plan:
                         f"two source tensors map to {key}: {out[key].source} and {m.key}",
                         "this is a beit-tools rule defect; please report it",
                     )
-                out[key] = TargetTensor(key, shape, dtype, m.key, m.op, i, len(m.targets))
+                out[key] = TargetTensor(key, shape, dtype, m.key, m.op, i, len(m.targets), m.shape)
         return list(out.values())
 
     def reader(self, read: Reader) -> Reader:
@@ -153,10 +163,12 @@ class Plan:
         added = self.added
 
         def both(keys: list[str]) -> Iterator[tuple[str, torch.Tensor]]:
+            import torch
+
             from_file = iter(read([k for k in keys if k not in added]))
             for key in keys:
                 if key in added:
-                    yield key, torch.zeros(added[key].shape, dtype=added[key].dtype)
+                    yield key, torch.zeros(added[key].shape, dtype=added[key].dtype.torch)
                 else:
                     yield next(from_file)
 
@@ -209,10 +221,9 @@ class Plan:
         }
 
 
-INDEX_CHECKS: dict[str, Callable[[Arch, torch.Tensor], bool]] = {
-    "relative_position_index": lambda arch, t: (
-        t.shape == (arch.num_tokens, arch.num_tokens)
-        and torch.equal(t.to(torch.long), relative_position_index(arch.window))
+INDEX_CHECKS: dict[str, Callable[[Arch, Any], bool]] = {
+    "relative_position_index": lambda arch, a: (
+        a.shape == (arch.num_tokens, arch.num_tokens) and bool((a == relative_position_index(arch.window)).all())
     ),
 }
 
@@ -221,12 +232,12 @@ def make_plan(
     detection: Detection,
     infos: Mapping[str, TensorInfo],
     source_keys: Mapping[str, str],
-    read: Callable[[str], torch.Tensor] | None = None,
+    read: Callable[[str], Any] | None = None,
     features: FeatureLayout | None = None,
 ) -> Plan:
     """Account for every source key, and for every tensor the output needs that the file cannot have.
 
-    `read` loads a tensor for the drop checks (None skips them); `features` is a segmentation model's
+    `read` loads a tensor as a numpy array for the drop checks (None skips them); `features` is a segmentation model's
     feature layout, which may add pass-through layers.
     """
     arch = detection.arch
@@ -271,7 +282,7 @@ def _additions(
 ) -> list[KeyMapping]:
     """Zeros for what the target architecture needs beyond the file's (see rules.ADDITIONS)."""
     floating = Counter(i.dtype for i in infos.values() if i.dtype.is_floating_point)
-    dtype = floating.most_common(1)[0][0] if floating else torch.float32
+    dtype = floating.most_common(1)[0][0] if floating else FLOAT32
     out = []
     for key, expected in expected_layout(target).items():
         if key in infos or key in layout or expected.optional:

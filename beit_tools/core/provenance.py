@@ -22,16 +22,16 @@ def sha256_file(path: Path) -> str:
 
 
 def versions() -> dict[str, str]:
-    import safetensors
-    import torch
-    import transformers
+    """Versions of what made the folder, read from package metadata (nothing is imported for it)."""
+    from importlib.metadata import PackageNotFoundError, version
 
-    return {
-        "beit_tools": beit_tools.__version__,
-        "transformers": transformers.__version__,
-        "torch": torch.__version__,
-        "safetensors": safetensors.__version__,
-    }
+    out = {"beit_tools": beit_tools.__version__}
+    for name in ("transformers", "torch", "safetensors"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
 
 
 def provenance(source: dict[str, Any], **facts: Any) -> dict[str, Any]:

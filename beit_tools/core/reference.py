@@ -35,7 +35,7 @@ def _ln(x: torch.Tensor, sd: Tensors, name: str) -> torch.Tensor:
 
 def _relative_bias(table: torch.Tensor, window: int) -> torch.Tensor:
     """[H, T, T] bias: the table row for every (query token, key token) pair."""
-    index = relative_position_index(window)
+    index = torch.from_numpy(relative_position_index(window))
     tokens = index.shape[0]
     return table[index.reshape(-1)].reshape(tokens, tokens, -1).permute(2, 0, 1)
 
@@ -151,10 +151,27 @@ def uper_head(features: list[torch.Tensor], sd: Tensors, arch: Arch) -> torch.Te
     return F.conv2d(fused, sd["decode_head.conv_seg.weight"], sd["decode_head.conv_seg.bias"])
 
 
+class Float32(Mapping[str, torch.Tensor]):
+    """The tensors of `source` in fp32, each made when it is used: no second copy of a checkpoint is held."""
+
+    def __init__(self, source: Tensors) -> None:
+        self.source = source
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        tensor = self.source[key]
+        return tensor.float() if tensor.is_floating_point() else tensor
+
+    def __iter__(self):
+        return iter(self.source)
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+
 @torch.no_grad()
 def reference_forward(sd: Tensors, arch: Arch, pixels: torch.Tensor) -> ReferenceOutput:
-    """The original model's outputs for `pixels` (fp32 throughout)."""
-    sd = {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
+    """The original model's outputs for `pixels` (fp32 throughout; `sd` may read its tensors lazily)."""
+    sd = Float32(sd)
     states = backbone(sd, arch, pixels.float())
     last = states[-1]
     if arch.family is Family.CLASSIFICATION:

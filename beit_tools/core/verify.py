@@ -11,6 +11,7 @@ written tensor equals its source tensor after the documented split/rename and ca
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import torch
 
 from beit_tools.core.arch import LAYER_NORM_EPS, Arch, Family
-from beit_tools.core.dtypes import HALF, dtype_name
+from beit_tools.core.dtypes import FLOAT32, HALF, dtype_name
 from beit_tools.core.features import TRANSFORMERS, FeatureLayout
 from beit_tools.core.provenance import PROVENANCE_NAME
 from beit_tools.core.variants import ATOL as VARIANT_ATOL
@@ -124,21 +125,43 @@ def read_headers(files: list[Path]) -> dict[str, tuple[tuple[int, ...], str]]:
     return out
 
 
-def load_weights(files: list[Path]) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
+class Written(Mapping[str, torch.Tensor]):
+    """The folder's tensors by name, each read from its safetensors file when asked (never all held)."""
 
-    weights: dict[str, torch.Tensor] = {}
-    for path in files:
-        weights |= load_file(str(path))
-    return weights
+    def __init__(self, files: list[Path]) -> None:
+        from beit_tools.core.checkpoint import open_checkpoint
+
+        self.files = [open_checkpoint(path) for path in files]
+        self.where = {stored: (f, c) for f in self.files for c, stored in f.source_keys.items()}
+
+    def info(self, key: str) -> Any:
+        f, canonical = self.where[key]
+        return f.infos[canonical]
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        f, canonical = self.where[key]
+        return f.tensor(canonical)
+
+    def __iter__(self):
+        return iter(self.where)
+
+    def __len__(self) -> int:
+        return len(self.where)
+
+    def scan(self) -> Callable[[], list[str]]:
+        """Start reading every file on threads; the returned call waits and names the tensors with NaN/Inf."""
+        from beit_tools.core.scan import SourceScan, regions_of
+
+        scans = [(f, SourceScan(f.path, regions_of(f)).start()) for f in self.files]
+        return lambda: [f.source_keys[k] for f, scan in scans for k in scan.result()[1]]
 
 
 def _max_abs(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a.float() - b.float()).abs().max().item()
 
 
-def check_structure(result: VerifyResult, out: Path) -> tuple[Any, dict[str, torch.Tensor]] | None:
-    """Files, headers, config and transformers load. Returns (model, weights) or None when it cannot load."""
+def check_structure(result: VerifyResult, out: Path) -> tuple[Any, Written] | None:
+    """Files, headers, config and transformers load. Returns (model, written tensors) or None when it cannot load."""
     from transformers import BeitConfig
 
     from beit_tools.core.schema import schema_problems, target_schema
@@ -188,6 +211,8 @@ def check_structure(result: VerifyResult, out: Path) -> tuple[Any, dict[str, tor
 
     import transformers
 
+    weights = Written(files)
+    scanned = weights.scan()  # reads the files while transformers loads the model
     cls = getattr(transformers, (config.architectures or ["BeitModel"])[0])
     try:
         model, info = cls.from_pretrained(out, output_loading_info=True, dtype=torch.float32)
@@ -200,9 +225,9 @@ def check_structure(result: VerifyResult, out: Path) -> tuple[Any, dict[str, tor
         "transformers load", not bad, measured=cls.__name__, detail=detail or "0 missing, 0 unexpected, 0 mismatched"
     ):
         return None
-    weights = load_weights(files)
-    dtypes = sorted({dtype_name(t.dtype) for t in weights.values() if t.is_floating_point()})
-    params = sum(t.numel() for t in weights.values() if t.is_floating_point())
+    infos = [weights.info(k) for k in weights]
+    dtypes = sorted({i.dtype.name for i in infos if i.dtype.is_floating_point})
+    params = sum(i.numel for i in infos if i.dtype.is_floating_point)
     declared = dtype_name(config.dtype) if getattr(config, "dtype", None) else None
     consistent = len(dtypes) == 1 and declared in (None, dtypes[0])
     result.add(
@@ -212,7 +237,7 @@ def check_structure(result: VerifyResult, out: Path) -> tuple[Any, dict[str, tor
         bound=f"one dtype = config's {declared}" if declared else "one dtype",
         detail="" if consistent else "the weights' dtypes disagree with each other or with config.json",
     )
-    nonfinite = [k for k, t in weights.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    nonfinite = scanned()
     result.add(
         "finite weights", not nonfinite, measured=f"{len(nonfinite)} with NaN/Inf", detail=", ".join(nonfinite[:4])
     )
@@ -233,8 +258,9 @@ def load_provenance(out: Path) -> tuple[dict[str, Any] | None, str | None]:
     return data, None
 
 
-def check_provenance(result: VerifyResult, out: Path, against: Path | None) -> None:
-    """Show where the folder came from; with `against`, require that file to be the recorded source."""
+def check_provenance(result: VerifyResult, out: Path, against: Any | None) -> None:
+    """Show where the folder came from; with `against` (a running SourceScan of it), require that file to be
+    the recorded source."""
     data, problem = load_provenance(out)
     if problem:
         result.add("provenance", False, detail=problem)
@@ -251,9 +277,7 @@ def check_provenance(result: VerifyResult, out: Path, against: Path | None) -> N
     if against is None:
         result.add("provenance", True, measured=f"sha256 {recorded[:12]}…", detail=traced)
         return
-    from beit_tools.core.provenance import sha256_file
-
-    actual = sha256_file(against)
+    actual = against.result()[0]
     same = actual == recorded
     detail = (
         f"--against is the recorded source: {traced}" if same else "--against is not the file this was converted from"
@@ -441,10 +465,26 @@ def analyse_source(options: VerifyOptions, provenance: dict[str, Any] | None) ->
     return analysis
 
 
+class LazySource(Mapping[str, torch.Tensor]):
+    """A checkpoint's tensors by canonical name, read when used."""
+
+    def __init__(self, checkpoint: Any) -> None:
+        self.checkpoint = checkpoint
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        return self.checkpoint.tensor(key)
+
+    def __iter__(self):
+        return iter(self.checkpoint.infos)
+
+    def __len__(self) -> int:
+        return len(self.checkpoint.infos)
+
+
 def check_parity(
     result: VerifyResult,
     model: Any,
-    weights: dict[str, torch.Tensor],
+    weights: Written,
     pixels: torch.Tensor,
     analysis: Any,
     options: VerifyOptions,
@@ -453,8 +493,9 @@ def check_parity(
     from beit_tools.core.reference import reference_forward
 
     arch = analysis.detection.arch
-    source = dict(analysis.checkpoint.iter_tensors(list(analysis.checkpoint.source_keys)))
-    half = any(t.dtype in HALF for t in (*weights.values(), *source.values()))
+    source = LazySource(analysis.checkpoint)
+    dtypes = [weights.info(k).dtype for k in weights] + [i.dtype for i in analysis.checkpoint.infos.values()]
+    half = any(d in HALF for d in dtypes)
     atol = options.atol if options.atol is not None else (HALF_ATOL if half else FP32_ATOL)
     bound = f"{atol:g}" + (" (half precision)" if half and options.atol is None else "")
     if pixels.shape[-1] != arch.image_size:
@@ -572,7 +613,7 @@ def check_feature_layout(result: VerifyResult, layout: FeatureLayout, strict: bo
     result.checks.append(Check("FPN features", status, detail=layout.describe() + note))
 
 
-def check_round_trip(result: VerifyResult, weights: dict[str, torch.Tensor], analysis: Any) -> None:
+def check_round_trip(result: VerifyResult, weights: Written, analysis: Any) -> None:
     """Undo each op on the written tensors (un-split, un-rename) and compare with the source tensor.
 
     Casts are compared at the written precision. Applying the inverse to what was written, rather than
@@ -581,8 +622,8 @@ def check_round_trip(result: VerifyResult, weights: dict[str, torch.Tensor], ana
     from beit_tools.core.ops import Cast
 
     plan = analysis.plan
-    some = next((t for t in weights.values() if t.is_floating_point()), None)
-    cast = Cast(some.dtype if some is not None else torch.float32)
+    floating = [weights.info(k).dtype for k in weights if weights.info(k).dtype.is_floating_point]
+    cast = Cast(floating[0] if floating else FLOAT32)
     writing = [m for m in plan.mappings if m.op is not None and m.op.writes]
     by_key = {m.key: m for m in writing}
     differing, absent = [], []
@@ -626,8 +667,12 @@ def verify(options: VerifyOptions) -> VerifyResult:
     result.provenance, _ = load_provenance(out)
     # A bad source is bad input: refuse it in one line before any check runs.
     analysis = analyse_source(options, result.provenance) if options.against is not None else None
-    check_provenance(result, out, options.against)
+    from beit_tools.core.scan import SourceScan
+
+    hashing = SourceScan(options.against, []).start() if options.against is not None else None  # beside the load
     loaded = check_structure(result, out)
+    check_provenance(result, out, hashing)
+    result.checks.insert(0, result.checks.pop())  # where it came from reads first
     if loaded is None:
         _skip_rest(result, options, "the model does not load")
         return result

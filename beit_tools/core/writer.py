@@ -1,29 +1,43 @@
-"""Write the model folder: tensors streamed into safetensors, then config, processor and provenance.
+"""Write the model folder: weights in safetensors, then config, processor and provenance.
 
-Tensors are written one at a time straight from the (memory-mapped) source: no model is built and no
-second copy of the weights is held. The folder is assembled in a temporary sibling and renamed into
-place only when complete, so a failed or interrupted run leaves nothing behind.
+Each tensor whose bytes do not change (a rename, a row block of the fused qkv weight, in the source's
+dtype) is copied from the source file to the output inside the kernel (`copy_file_range`, with a
+buffered fallback) and never enters Python; the rest (casts, strided views, added zeros) is computed
+one tensor at a time. Tensors are laid out as safetensors' own `save_file` lays them out (by element
+size, then name), so the file is byte-identical to that straightforward write. The folder is assembled
+in a temporary sibling and renamed into place only when complete: a failed or interrupted run leaves
+nothing behind.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from beit_tools.core.dtypes import SAFETENSORS_CODES
 from beit_tools.core.plan import TargetTensor
 from beit_tools.errors import BeitToolsError
 
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
 DEFAULT_MAX_SHARD_BYTES = 5 * 10**9
+BUFFER = 8 * 2**20  # the buffered fallback's chunk
+# copy_file_range cannot serve this pair of files (old kernel, other filesystems): copy through a buffer.
+NO_KERNEL_COPY = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF, errno.ETXTBSY}
+
+
+@dataclass(frozen=True)
+class Payload:
+    """How one output tensor's bytes are obtained: a byte range of the source file, or computed bytes."""
+
+    copy: tuple[int, int] | None = None  # (offset, length) in the source file
+    compute: Callable[[], Any] | None = None  # returns a bytes-like object of the tensor's size
 
 
 def shard(targets: list[TargetTensor], max_bytes: int) -> list[list[TargetTensor]]:
@@ -39,42 +53,82 @@ def shard(targets: list[TargetTensor], max_bytes: int) -> list[list[TargetTensor
     return shards
 
 
+def file_order(targets: list[TargetTensor]) -> list[TargetTensor]:
+    """safetensors' layout: larger elements first, then by name."""
+    return sorted(targets, key=lambda t: (-t.dtype.itemsize, t.key))
+
+
 def _header(targets: list[TargetTensor]) -> bytes:
     header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
     offset = 0
     for t in targets:
-        header[t.key] = {
-            "dtype": SAFETENSORS_CODES[t.dtype],
-            "shape": list(t.shape),
-            "data_offsets": [offset, offset + t.nbytes],
-        }
+        header[t.key] = {"dtype": t.dtype.code, "shape": list(t.shape), "data_offsets": [offset, offset + t.nbytes]}
         offset += t.nbytes
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)
     return len(raw).to_bytes(8, "little") + raw
 
 
+def copy_range(source: int, target: int, offset: int, length: int, at: int) -> None:
+    """`length` bytes at `offset` of `source` to position `at` of `target`, in the kernel when it can."""
+    while length:
+        try:
+            done = os.copy_file_range(source, target, length, offset, at)
+        except OSError as e:
+            if e.errno not in NO_KERNEL_COPY:
+                raise
+            _copy_buffered(source, target, offset, length, at)
+            return
+        if done == 0:
+            raise BeitToolsError("the source file ended before a tensor's data", "fetch the file again")
+        offset, at, length = offset + done, at + done, length - done
+
+
+def _copy_buffered(source: int, target: int, offset: int, length: int, at: int) -> None:
+    while length:
+        block = os.pread(source, min(BUFFER, length), offset)
+        if not block:
+            raise BeitToolsError("the source file ended before a tensor's data", "fetch the file again")
+        os.pwrite(target, block, at)
+        offset, at, length = offset + len(block), at + len(block), length - len(block)
+
+
 def write_safetensors(
     path: Path,
     targets: list[TargetTensor],
-    tensors: Iterator[tuple[TargetTensor, torch.Tensor]],
+    payload: Callable[[TargetTensor], Payload],
+    source: int,
     on_written: Callable[[int], None] = lambda n: None,
 ) -> None:
-    """Stream `tensors` (in the order of `targets`) into one safetensors file."""
-    with path.open("wb") as f:
-        f.write(_header(targets))
-        for expected, (target, tensor) in zip(targets, tensors, strict=True):
-            if target.key != expected.key or tuple(tensor.shape) != expected.shape:
-                raise BeitToolsError(f"internal: {target.key} arrived out of order or with shape {list(tensor.shape)}")
-            data = tensor.reshape(-1).view(torch.uint8).numpy()
-            f.write(memoryview(data))
+    """One safetensors file of `targets`, each filled as `payload` says (`source`: the source file's fd)."""
+    ordered = file_order(targets)
+    header = _header(ordered)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, header)
+        at = len(header)
+        for target in ordered:
+            how = payload(target)
+            if how.copy is not None:
+                offset, length = how.copy
+                copy_range(source, fd, offset, length, at)
+            else:
+                assert how.compute is not None
+                data = memoryview(how.compute()).cast("B")
+                if len(data) != target.nbytes:
+                    raise BeitToolsError(f"internal: {target.key} came out as {len(data)} bytes, not {target.nbytes}")
+                os.pwrite(fd, data, at)
+            at += target.nbytes
             on_written(target.nbytes)
+    finally:
+        os.close(fd)
 
 
 def write_weights(
     directory: Path,
     targets: list[TargetTensor],
-    read: Callable[[list[str]], Iterator[tuple[str, torch.Tensor]]],
+    payload: Callable[[TargetTensor], Payload],
+    source: Path,
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
     on_written: Callable[[int], None] = lambda n: None,
 ) -> list[str]:
@@ -88,8 +142,12 @@ def write_weights(
         if len(shards) == 1
         else [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
     )
-    for name, group in zip(names, shards, strict=True):
-        write_safetensors(directory / name, group, _produce(group, read), on_written)
+    fd = os.open(source, os.O_RDONLY)
+    try:
+        for name, group in zip(names, shards, strict=True):
+            write_safetensors(directory / name, group, payload, fd, on_written)
+    finally:
+        os.close(fd)
     if len(shards) > 1:
         index = {
             "metadata": {"total_size": sum(t.nbytes for t in targets)},
@@ -98,19 +156,6 @@ def write_weights(
         write_json(directory / INDEX_NAME, index)
         return [*names, INDEX_NAME]
     return names
-
-
-def _produce(
-    group: list[TargetTensor], read: Callable[[list[str]], Iterator[tuple[str, torch.Tensor]]]
-) -> Iterator[tuple[TargetTensor, torch.Tensor]]:
-    """Read each source tensor once, however many targets it feeds (targets of a source are adjacent)."""
-    sources = list(dict.fromkeys(t.source for t in group))
-    by_source: dict[str, list[TargetTensor]] = {}
-    for t in group:
-        by_source.setdefault(t.source, []).append(t)
-    for source, tensor in read(sources):
-        for t in by_source[source]:
-            yield t, t.produce(tensor)
 
 
 def write_json(path: Path, data: Any) -> None:
