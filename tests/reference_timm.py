@@ -70,3 +70,22 @@ def timm_outputs(arch: Arch, state_dict: dict[str, torch.Tensor], pixels: torch.
                 features, state_dict["lm_head.weight"].float(), state_dict["lm_head.bias"].float()
             )
     raise ValueError(f"no single output for {arch.family}")
+
+
+def timm_masked_logits(
+    arch: Arch, state_dict: dict[str, torch.Tensor], pixels: torch.Tensor, bool_masked_pos: torch.Tensor
+) -> torch.Tensor:
+    """MIM visual-token logits with masked patches, through timm's modules (the mask token as unilm applies it)."""
+    model = timm_model(arch, state_dict)
+    with torch.no_grad():
+        x = model.patch_embed(pixels)
+        w = bool_masked_pos.unsqueeze(-1).type_as(x)
+        x = x * (1 - w) + state_dict["mask_token"].float() * w
+        x = torch.cat((model.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
+        if model.pos_embed is not None:
+            x = x + model.pos_embed
+        shared = model.rel_pos_bias() if model.rel_pos_bias is not None else None
+        for block in model.blocks:
+            x = block(x, shared_rel_pos_bias=shared)
+        x = model.norm(x)[:, 1:]
+        return torch.nn.functional.linear(x, state_dict["lm_head.weight"].float(), state_dict["lm_head.bias"].float())

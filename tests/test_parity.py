@@ -213,3 +213,29 @@ def test_safetensors_source_without_index_buffers(tmp_path: Path) -> None:
     sd = make_state_dict(arch, save_index=False)
     convert(ConvertOptions(save_safetensors(sd, tmp_path / "model.safetensors"), tmp_path / "out"))
     assert _parity(tmp_path / "out", arch, sd) <= ATOL
+
+
+@pytest.mark.parametrize(
+    "arch", [tiny_arch(Family.MIM), tiny_abs_pos_arch(Family.MIM)], ids=["shared-table", "abs-pos"]
+)
+def test_masked_image_modeling_with_masked_patches_compares_the_mask_token(arch: Arch, tmp_path: Path) -> None:
+    """With bool_masked_pos the converted mask_token enters the computation; wrong values would show."""
+    from tests.reference_timm import timm_masked_logits
+
+    spec = default_spec(arch)
+    out = convert_spec(tmp_path, spec)
+    model = load_hf(out, arch)
+    x = pixels(arch)
+    patches = arch.window**2
+    masked = torch.rand(x.shape[0], patches, generator=torch.Generator().manual_seed(5)) < 0.5
+    with torch.no_grad():
+        ours = model(pixel_values=x, bool_masked_pos=masked).logits
+        unmasked = model(pixel_values=x).logits
+    source = make_state_dict(arch, spec.seed)
+    expected = timm_masked_logits(arch, source, x, masked)
+    assert (ours[masked] - expected[masked]).abs().max().item() <= ATOL
+    assert (ours[masked] - unmasked[masked]).abs().max().item() > 1e-2  # the mask token did change them
+    from beit_tools.core.reference import reference_forward
+
+    original = reference_forward(source, arch, x, masked).logits
+    assert (ours[masked] - original[masked]).abs().max().item() <= ATOL

@@ -71,10 +71,18 @@ def _block(x: torch.Tensor, sd: Tensors, i: int, arch: Arch, shared: torch.Tenso
     return x + (sd[f"{p}.gamma_2"] * h if arch.layer_scale else h)
 
 
-def backbone(sd: Tensors, arch: Arch, pixels: torch.Tensor) -> list[torch.Tensor]:
-    """Token sequences: the embeddings, then the output of every block."""
+def backbone(
+    sd: Tensors, arch: Arch, pixels: torch.Tensor, bool_masked_pos: torch.Tensor | None = None
+) -> list[torch.Tensor]:
+    """Token sequences: the embeddings, then the output of every block.
+
+    `bool_masked_pos` [B, patches] replaces those patch embeddings by the mask token, as pretraining did.
+    """
     x = F.conv2d(pixels, sd["patch_embed.proj.weight"], sd["patch_embed.proj.bias"], stride=arch.patch_size)
     x = x.flatten(2).transpose(1, 2)
+    if bool_masked_pos is not None:
+        w = bool_masked_pos.unsqueeze(-1).type_as(x)
+        x = x * (1 - w) + sd["mask_token"].expand(x.shape[0], x.shape[1], -1) * w
     x = torch.cat((sd["cls_token"].expand(x.shape[0], -1, -1), x), dim=1)
     if arch.use_absolute_position_embeddings:
         x = x + sd["pos_embed"]
@@ -169,10 +177,12 @@ class Float32(Mapping[str, torch.Tensor]):
 
 
 @torch.no_grad()
-def reference_forward(sd: Tensors, arch: Arch, pixels: torch.Tensor) -> ReferenceOutput:
+def reference_forward(
+    sd: Tensors, arch: Arch, pixels: torch.Tensor, bool_masked_pos: torch.Tensor | None = None
+) -> ReferenceOutput:
     """The original model's outputs for `pixels` (fp32 throughout; `sd` may read its tensors lazily)."""
     sd = Float32(sd)
-    states = backbone(sd, arch, pixels.float())
+    states = backbone(sd, arch, pixels.float(), bool_masked_pos)
     last = states[-1]
     if arch.family is Family.CLASSIFICATION:
         mean_pooled = arch.use_mean_pooling
