@@ -176,3 +176,20 @@ def test_transformers_facts_are_cached_and_config_json_is_what_save_pretrained_w
         assert (tmp_path / "warm" / name).read_bytes() == (tmp_path / "cold" / name).read_bytes()
     provenance = json.loads((tmp_path / "warm" / "provenance.json").read_text())
     assert provenance["versions"]["transformers"] == transformers.__version__
+
+
+def test_the_buffered_fallback_writes_the_same_bytes(tmp_path: Path, monkeypatch) -> None:
+    """Where the kernel cannot copy between the two files (another filesystem, an old kernel)."""
+    import errno
+    import os
+
+    source = write_synthetic(tmp_path / "c.pth", default_spec(ARCH))
+    convert(ConvertOptions(source, tmp_path / "kernel"))
+
+    def refuse(*args, **kwargs):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "copy_file_range", refuse)
+    convert(ConvertOptions(source, tmp_path / "buffered"))
+    for name in ("model.safetensors", "config.json"):
+        assert (tmp_path / "buffered" / name).read_bytes() == (tmp_path / "kernel" / name).read_bytes()
