@@ -73,7 +73,12 @@ def tiny_arch(family: Family, **overrides: Any) -> Arch:
     if family is Family.SEGMENTATION:
         # patch 16 with unilm's patch-16 FPN, on a 4x4 window: the geometry the original code writes
         base |= dict(
-            patch_size=16, image_size=64, out_indices=(0, 1, 2, 3), use_auxiliary_head=True, auxiliary_channels=8
+            patch_size=16,
+            image_size=64,
+            out_indices=(0, 1, 2, 3),
+            use_auxiliary_head=True,
+            auxiliary_channels=8,
+            normalization="imagenet",  # mmseg's ADE20K training
         )
     base.update(overrides)
     return Arch(**base)

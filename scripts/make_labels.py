@@ -3,7 +3,8 @@
 ImageNet-1k and ImageNet-22k names come from timm's offline class data; the 21841-class list is the
 21843-entry ImageNet-21k list without entries 9205 and 15027, which the BEiT ft22k heads lack.
 ADE20K-150 names and colours are the mmseg class list and palette in scripts/ade20k_classes.txt and
-scripts/ade20k_palette.txt (one "R G B" line per class).
+scripts/ade20k_palette.txt (one "R G B" line per class). RVL-CDIP's 16 document classes, in the
+dataset's label order, are in scripts/rvlcdip_classes.txt.
 """
 
 from __future__ import annotations
@@ -31,11 +32,14 @@ def main() -> None:
     assert in22k == _lines("imagenet22k_synsets.txt"), "timm's 22k list no longer matches 21k minus two"
     ade = [line.strip() for line in (HERE / "ade20k_classes.txt").read_text().splitlines() if line.strip()]
     assert len(ade) == 150
+    rvlcdip = [line.strip() for line in (HERE / "rvlcdip_classes.txt").read_text().splitlines() if line.strip()]
+    assert len(rvlcdip) == 16
     OUT.mkdir(parents=True, exist_ok=True)
     for name, names in (
         ("imagenet-1k", [lemmas[s] for s in in1k]),
         ("imagenet-22k", [lemmas[s] for s in in22k]),
         ("ade20k-150", ade),
+        ("rvlcdip-16", rvlcdip),
     ):
         path = OUT / f"{name}.json"
         path.write_text(json.dumps({str(i): n for i, n in enumerate(names)}, indent=0, ensure_ascii=False) + "\n")

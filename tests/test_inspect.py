@@ -62,7 +62,7 @@ def test_json_report_matches_the_factory(name: str, invoke, tmp_path: Path) -> N
         added if spec.arch.family is Family.SEGMENTATION else set()
     )
     assert report["convertible"] is True and report["problems"] == []
-    assert report["plan"]["hf_class"] == spec.arch.family.hf_class
+    assert report["plan"]["hf_class"] == spec.arch.hf_class
     patch = spec.arch.patch_size
     assert report["evidence"]["hidden_size"] == {
         "value": 32,

@@ -31,7 +31,7 @@ ATOL = 1e-4
 
 
 def load_hf(out: Path, arch: Arch) -> torch.nn.Module:
-    cls = getattr(transformers, arch.family.hf_class)
+    cls = getattr(transformers, arch.hf_class)
     model, info = cls.from_pretrained(out, output_loading_info=True, dtype=torch.float32)
     assert not info["missing_keys"], info["missing_keys"]
     assert not info["unexpected_keys"], info["unexpected_keys"]

@@ -139,3 +139,27 @@ def parse_pool_scales(text: str | None) -> tuple[int, ...] | None:
     if not scales or min(scales) < 1:
         raise typer.BadParameter(f"{text!r} is not a list of positive integers like 1,2,3,6")
     return scales
+
+
+class ArchName(str, Enum):
+    beit = "beit"
+    data2vec_vision = "data2vec-vision"
+
+
+class Normalization(str, Enum):
+    half = "half"
+    imagenet = "imagenet"
+
+
+ArchOption = typer.Option(
+    None,
+    "--arch",
+    help="The transformers model type to write: beit, or data2vec-vision (Data2VecVision* classes). "
+    "Default: what the file shows, else beit.",
+)
+NormalizationOption = typer.Option(
+    None,
+    "--normalization",
+    help="Input normalisation the model was trained with: half (mean = std = 0.5, BEiT v1) or imagenet "
+    "(BEiT v2, ImageNet-1k pretraining, ADE20K). Default: what the file or the registry shows.",
+)

@@ -10,12 +10,16 @@ import typer
 
 from beit_tools.cli.common import (
     SOURCE_HELP,
+    ArchName,
+    ArchOption,
     CacheDirOption,
     DebugOption,
     FeatureIndices,
     FeatureIndicesOption,
     JsonOption,
     MirrorOption,
+    Normalization,
+    NormalizationOption,
     OfflineOption,
     PoolScalesOption,
     TrustOption,
@@ -61,6 +65,8 @@ def convert(
     ),
     pool_scales: str | None = PoolScalesOption,
     feature_indices: FeatureIndices = FeatureIndicesOption,
+    arch: ArchName | None = ArchOption,
+    normalization: Normalization | None = NormalizationOption,
     allow_unused: bool = typer.Option(
         False, "--allow-unused", help="Leave out tensors no rule maps, instead of failing."
     ),
@@ -100,6 +106,8 @@ def convert(
             num_heads=num_heads,
             pool_scales=scales,
             feature_indices=feature_indices.value,
+            flavor=arch.value if arch else None,
+            normalization=normalization.value if normalization else None,
             allow_unused=allow_unused,
             trust_checkpoint=trust_checkpoint,
             use_ema=use_ema,

@@ -12,6 +12,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from beit_tools.core.arch import NORMALIZATIONS
+
 if TYPE_CHECKING:
     from beit_tools.core.convert import ConversionResult
     from beit_tools.core.inspection import Report
@@ -21,7 +23,7 @@ if TYPE_CHECKING:
     from beit_tools.core.verify import VerifyResult
 
 STATUS_STYLES = {"pass": "green", "fail": "bold red", "warn": "yellow", "skip": "dim"}
-EVIDENCE_STYLES = {"measured": "", "convention": "yellow", "file": "green", "override": "cyan"}
+EVIDENCE_STYLES = {"measured": "", "convention": "yellow", "file": "green", "override": "cyan", "registry": "blue"}
 OP_STYLES = {
     "rename": "green",
     "split": "cyan",
@@ -152,7 +154,7 @@ def summary_table(result: ConversionResult) -> Table:
     rows = [
         ("source", f"{ckpt.path} ({ckpt.format}, {_size(ckpt.size_bytes)}, weights from {weights})"),
         *_origin_rows(result.origin),
-        ("family", f"{arch.family.value} → {arch.family.hf_class}"),
+        ("family", f"{arch.family.value} → {arch.hf_class}"),
         (
             "config",
             f"hidden {arch.hidden_size}, layers {arch.num_hidden_layers}, heads {arch.num_attention_heads}, "
@@ -166,6 +168,9 @@ def summary_table(result: ConversionResult) -> Table:
     features = result.analysis.plan.features
     if features is not None:
         rows.append(("FPN features", features.describe()))
+    chosen = result.analysis.detection.evidence["normalization"]
+    mean, _ = NORMALIZATIONS[arch.normalization]
+    rows.append(("normalization", f"{arch.normalization}, mean {list(mean)} ({chosen.kind}: {chosen.source})"))
     if arch.family.value == "masked-image-modeling":
         rows.append(("visual tokens", str(arch.vocab_size)))
     if result.labels is not None:
@@ -173,7 +178,7 @@ def summary_table(result: ConversionResult) -> Table:
     rows += [
         ("by convention", f"{name} = {_shown(ev.value)}: {ev.source}")
         for name, ev in result.analysis.detection.evidence.items()
-        if ev.kind == "convention" and name != "use_mean_pooling"
+        if ev.kind == "convention" and name not in ("use_mean_pooling", "normalization", "flavor")
     ]
     rows += [
         ("dtype", str(result.dtype).removeprefix("torch.")),
@@ -252,7 +257,7 @@ def file_table(report: Report) -> Table:
 def config_table(report: Report) -> Table:
     detection = report.analysis.detection
     arch = detection.arch
-    table = Table(title=f"Detected: {arch.family.value} → {arch.family.hf_class}", title_justify="left")
+    table = Table(title=f"Detected: {arch.family.value} → {arch.hf_class}", title_justify="left")
     table.add_column("field")
     table.add_column("value")
     table.add_column("evidence", overflow="fold")
@@ -260,7 +265,7 @@ def config_table(report: Report) -> Table:
         if name == "family":
             continue
         style = EVIDENCE_STYLES.get(ev.kind, "")
-        label = f"[{style}]{ev.kind}[/]: " if ev.kind != "measured" else ""
+        label = f"[{style}]{ev.kind}[/]: " if style else "" if ev.kind == "measured" else f"{ev.kind}: "
         value = list(ev.value) if isinstance(ev.value, tuple) else ev.value
         table.add_row(name, escape(str(value)), label + escape(ev.source))
     features = report.analysis.plan.features
@@ -319,7 +324,7 @@ def render_report(report: Report, *, keys: bool = False) -> None:
     arch = report.analysis.detection.arch
     if report.convertible:
         labels = f" with {len(report.labels.id2label)} labels from {report.labels.source}" if report.labels else ""
-        console.print(f"[green]✓[/] convert would write {arch.family.hf_class}{escape(labels)}")
+        console.print(f"[green]✓[/] convert would write {arch.hf_class}{escape(labels)}")
     else:
         console.print(f"[bold red]✗[/] convert would refuse this file ({len(report.problems)} problem(s) above)")
 

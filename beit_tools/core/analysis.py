@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from beit_tools.core.checkpoint import Checkpoint, open_checkpoint
-from beit_tools.core.detect import Detection, detect
+from beit_tools.core.detect import Detection, Evidence, detect
 from beit_tools.core.dtypes import HALF, dtype_name
 from beit_tools.core.features import FAITHFUL, layout_for
 from beit_tools.core.plan import Plan, make_plan
@@ -30,9 +31,12 @@ def analyse(
     num_heads: int | None = None,
     pool_scales: tuple[int, ...] | None = None,
     feature_indices: str = FAITHFUL,
+    known: dict[str, Evidence] | None = None,
 ) -> Analysis:
     ckpt = open_checkpoint(source, trust=trust_checkpoint, use_ema=use_ema)
-    detection = detect(ckpt.infos, ckpt.meta, image_size=image_size, num_heads=num_heads, pool_scales=pool_scales)
+    detection = detect(
+        ckpt.infos, ckpt.meta, image_size=image_size, num_heads=num_heads, pool_scales=pool_scales, known=known
+    )
     features = layout_for(detection.arch, feature_indices)
     plan = make_plan(detection, ckpt.infos, ckpt.source_keys, read=ckpt.array, features=features)
     return Analysis(ckpt, detection, plan)
@@ -47,4 +51,17 @@ def source_warnings(ckpt: Checkpoint) -> list[str]:
     if half:
         # lossless to convert, but comparisons with an fp32 original hold only to half precision
         out.append(f"{'/'.join(half)} weights: a converted model matches the original only to half precision")
+    return out
+
+
+def stated(flavor: str | None = None, normalization: str | None = None, variant: Any = None) -> dict[str, Evidence]:
+    """What the user or the registry says about the model, as evidence detection takes over the file's."""
+    out: dict[str, Evidence] = {}
+    if variant is not None:
+        out["normalization"] = Evidence(variant.normalization, f"the registry entry {variant.name}", "registry")
+        out["flavor"] = Evidence("beit", f"the registry entry {variant.name}", "registry")
+    if flavor is not None:
+        out["flavor"] = Evidence(flavor, "--arch", "override")
+    if normalization is not None:
+        out["normalization"] = Evidence(normalization, "--normalization", "override")
     return out

@@ -25,15 +25,50 @@ class Family(str, Enum):
     CLASSIFICATION = "image-classification"
     SEGMENTATION = "semantic-segmentation"
 
-    @property
-    def hf_class(self) -> str:
-        return HF_CLASSES[self]
+
+@dataclass(frozen=True)
+class Flavor:
+    """A transformers model type that holds the BEiT architecture: its classes, config and key prefix."""
+
+    name: str
+    prefix: str  # what the backbone's keys start with in the saved model
+    config_class: str
+    classes: dict[Family, str]
+
+    def rename(self, key: str) -> str:
+        """A hub-canonical BEiT key in this model type's names."""
+        return self.prefix + key[len("beit.") :] if key.startswith("beit.") else key
 
 
-HF_CLASSES = {
-    Family.MIM: "BeitForMaskedImageModeling",
-    Family.CLASSIFICATION: "BeitForImageClassification",
-    Family.SEGMENTATION: "BeitForSemanticSegmentation",
+BEIT, DATA2VEC = "beit", "data2vec-vision"
+FLAVORS = {
+    BEIT: Flavor(
+        BEIT,
+        "beit.",
+        "BeitConfig",
+        {
+            Family.MIM: "BeitForMaskedImageModeling",
+            Family.CLASSIFICATION: "BeitForImageClassification",
+            Family.SEGMENTATION: "BeitForSemanticSegmentation",
+        },
+    ),
+    # transformers has no masked-image-modeling class for data2vec-vision
+    DATA2VEC: Flavor(
+        DATA2VEC,
+        "data2vec_vision.",
+        "Data2VecVisionConfig",
+        {
+            Family.CLASSIFICATION: "Data2VecVisionForImageClassification",
+            Family.SEGMENTATION: "Data2VecVisionForSemanticSegmentation",
+        },
+    ),
+}
+# Every transformers class beit-tools writes -> its family (to read a folder back).
+FAMILY_OF_CLASS = {cls: family for flavor in FLAVORS.values() for family, cls in flavor.classes.items()}
+# Per-channel normalisation of the input pixels: unilm's default, and ImageNet's statistics.
+NORMALIZATIONS = {
+    "half": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 }
 
 
@@ -55,6 +90,8 @@ class Arch:
     use_mean_pooling: bool = True
     use_mask_token: bool = False
     num_labels: int = 0  # classifier rows (classification) or classes (segmentation)
+    flavor: str = BEIT  # the transformers model type to write (a key of FLAVORS)
+    normalization: str = "half"  # a key of NORMALIZATIONS: what the model was trained to see
     vocab_size: int = 8192  # visual tokens (MIM)
     # segmentation only
     out_indices: tuple[int, ...] = ()
@@ -63,6 +100,18 @@ class Arch:
     auxiliary_channels: int = 256
     auxiliary_num_convs: int = 1
     auxiliary_concat_input: bool = False
+
+    @property
+    def hf_class(self) -> str:
+        classes = FLAVORS[self.flavor].classes
+        if self.family not in classes:
+            from beit_tools.errors import BeitToolsError
+
+            raise BeitToolsError(
+                f"transformers has no {self.family.value} class for {self.flavor}",
+                "convert it as BEiT (--arch beit), which has one",
+            )
+        return classes[self.family]
 
     @property
     def window(self) -> int:

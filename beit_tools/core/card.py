@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from beit_tools.core.arch import HF_CLASSES, Family
+from beit_tools.core.arch import FAMILY_OF_CLASS, FLAVORS, Family
 from beit_tools.core.variants import VARIANTS, Variant
 
 # Label set -> Hub dataset id.
@@ -83,9 +83,12 @@ class Folder:
         return cls(path, load("config.json") or {}, load("preprocessor_config.json") or {}, load("provenance.json"))
 
     @property
+    def hf_class(self) -> str:
+        return (self.config.get("architectures") or ["BeitForImageClassification"])[0]
+
+    @property
     def family(self) -> Family:
-        name = (self.config.get("architectures") or ["BeitForImageClassification"])[0]
-        return next((f for f, cls in HF_CLASSES.items() if cls == name), Family.CLASSIFICATION)
+        return FAMILY_OF_CLASS.get(self.hf_class, Family.CLASSIFICATION)
 
     @property
     def variant(self) -> Variant | None:
@@ -172,7 +175,7 @@ def _summary(folder: Folder, request: CardRequest) -> str:
     lines = [
         f"# {request.repo_id.split('/')[-1]}",
         "",
-        f"BEiT ({HF_CLASSES[family]}): {what}, converted from an original Microsoft unilm checkpoint "
+        f"BEiT ({folder.hf_class}): {what}, converted from an original Microsoft unilm checkpoint "
         "into a Hugging Face transformers model with beit-tools. It loads in stock transformers with no "
         "missing, unexpected or mismatched keys.",
         "",
@@ -210,22 +213,23 @@ def _source(folder: Folder) -> str:
     return f"## Source\n\n| | |\n| --- | --- |\n{table}"
 
 
-def usage_snippet(family: Family, repo_id: str) -> str:
+def usage_snippet(family: Family, repo_id: str, hf_class: str | None = None) -> str:
     """Python that runs as written against the published repo (it downloads one example image)."""
     image_url, use = USAGE[family]
+    cls = hf_class or FLAVORS["beit"].classes[family]
     return (
         "import torch\n"
-        f"from transformers import AutoImageProcessor, {HF_CLASSES[family]}\n"
+        f"from transformers import AutoImageProcessor, {cls}\n"
         "from transformers.image_utils import load_image\n\n"
         f'image = load_image("{image_url}")\n'
         f'processor = AutoImageProcessor.from_pretrained("{repo_id}")\n'
-        f'model = {HF_CLASSES[family]}.from_pretrained("{repo_id}").eval()\n'
+        f'model = {cls}.from_pretrained("{repo_id}").eval()\n'
         f"{use}\n"
     )
 
 
 def _usage(folder: Folder, repo_id: str) -> str:
-    return f"## How to use\n\n```python\n{usage_snippet(folder.family, repo_id)}```"
+    return f"## How to use\n\n```python\n{usage_snippet(folder.family, repo_id, folder.hf_class)}```"
 
 
 def _preprocessing(folder: Folder) -> str:

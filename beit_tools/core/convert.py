@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from beit_tools.core.analysis import Analysis, analyse, source_warnings
+from beit_tools.core.analysis import Analysis, analyse, source_warnings, stated
 from beit_tools.core.checkpoint import Checkpoint
 from beit_tools.core.dtypes import BY_NAME, FLOAT32, DType
 from beit_tools.core.features import FAITHFUL
@@ -51,6 +51,8 @@ class ConvertOptions:
     overwrite: bool = False
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES
     origin: Source | None = None  # where a downloaded source came from (URL, hf://, variant)
+    flavor: str | None = None  # --arch: the transformers model type to write (default: what the file shows)
+    normalization: str | None = None  # --normalization: half | imagenet (default: what the file shows)
     cache: Path | None = None  # where transformers' facts are cached (default: the download cache)
 
 
@@ -72,7 +74,7 @@ class ConversionResult:
         return {
             "output": str(self.output),
             "family": arch.family.value,
-            "hf_class": arch.family.hf_class,
+            "hf_class": arch.hf_class,
             "config": arch.config_fields(),
             "labels": self.labels.to_dict() if self.labels else None,
             "dtype": self.dtype.name,
@@ -153,6 +155,7 @@ def convert(
     """
     from beit_tools.core.download import cache_root
 
+    variant = options.origin.variant if options.origin else None
     analysis = analyse(
         options.source,
         trust_checkpoint=options.trust_checkpoint,
@@ -161,12 +164,13 @@ def convert(
         num_heads=options.num_heads,
         pool_scales=options.pool_scales,
         feature_indices=options.feature_indices,
+        known=stated(options.flavor, options.normalization, variant),
     )
     ckpt, arch, plan = analysis.checkpoint, analysis.detection.arch, analysis.plan
     origin = options.origin or Source(ckpt.path, "file", str(ckpt.path))
     require_variant(origin, arch)
     plan.require_convertible(allow_unused=options.allow_unused)
-    labels = resolve_labels(arch, ckpt.meta.get("classes"), options.labels_file)
+    labels = resolve_labels(arch, ckpt.meta.get("classes"), options.labels_file, variant and variant.labels)
     if options.dtype is not None and options.dtype not in BY_NAME:
         raise BeitToolsError(f"unknown --dtype {options.dtype}", "use float32, float16 or bfloat16")
     dtype = BY_NAME[options.dtype] if options.dtype else source_dtype(ckpt)
@@ -202,7 +206,7 @@ def convert(
                     **origin.origin(),
                 },
                 family=arch.family.value,
-                hf_class=arch.family.hf_class,
+                hf_class=arch.hf_class,
                 variant=origin.variant.name if origin.variant else None,
                 overrides={
                     "image_size": options.image_size,
@@ -211,6 +215,8 @@ def convert(
                 },
                 features=plan.features.to_dict() if plan.features else None,
                 dtype=dtype.name,
+                flavor=arch.flavor,
+                normalization=arch.normalization,
                 labels=labels.to_dict() if labels else None,
                 evidence={k: str(v) for k, v in analysis.detection.evidence.items()},
                 plan=plan.counts(),

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from beit_tools.core.arch import (
+    BEIT,
+    DATA2VEC,
     DEFAULT_POOL_SCALES,
     Arch,
     Family,
@@ -83,8 +85,14 @@ def detect(
     image_size: int | None = None,
     num_heads: int | None = None,
     pool_scales: tuple[int, ...] | None = None,
+    known: Mapping[str, Evidence] | None = None,
 ) -> Detection:
-    """Measure the architecture from tensor names and shapes; the overrides fill what tensors cannot say."""
+    """Measure the architecture from tensor names and shapes; the overrides fill what tensors cannot say.
+
+    `known` holds what the caller already knows for `flavor` and `normalization` (an option, or the
+    registry entry of a downloaded variant); it wins over the file's metadata and the conventions.
+    """
+    known = known or {}
     meta = meta or {}
     _require_beit(infos)
     ev: dict[str, Evidence] = {}
@@ -129,6 +137,8 @@ def detect(
         ev[name] = Evidence(infos[key].shape[0], _shape_of(infos, key))
     else:
         ev |= _segmentation(infos, meta, hidden, layers, pool_scales)
+    ev["flavor"] = known.get("flavor") or _flavor(meta)
+    ev["normalization"] = known.get("normalization") or _normalization(meta, family)
     fields = {name: e.value for name, e in ev.items() if name != "family"}
     arch = Arch(family=family, **fields)
     return Detection(arch=arch, evidence=ev, conflicts=conflicts)
@@ -330,6 +340,36 @@ def _segmentation(
         cat = "auxiliary_head.conv_cat.conv.weight" in infos
         ev["auxiliary_concat_input"] = Evidence(cat, "auxiliary_head.conv_cat" if cat else "no auxiliary_head.conv_cat")
     return ev
+
+
+def _flavor(meta: Mapping[str, Any]) -> Evidence:
+    model = str((meta.get("args") or {}).get("model", ""))
+    if "data2vec" in model.lower():
+        return Evidence(DATA2VEC, f"args.model = {model}", "file")
+    return Evidence(BEIT, "no data2vec-vision evidence in the file; --arch data2vec-vision writes it so", "convention")
+
+
+# mmseg's img_norm_cfg means on 0-255, as configs write them.
+CONFIG_MEANS = {"123.675": "imagenet", "127.5": "half"}
+
+
+def _normalization(meta: Mapping[str, Any], family: Family) -> Evidence:
+    """How the inputs were normalised in training: the file's args or mmseg config, else the convention."""
+    args = meta.get("args") or {}
+    if "imagenet_default_mean_and_std" in args:
+        value = "imagenet" if args["imagenet_default_mean_and_std"] else "half"
+        return Evidence(value, f"args.imagenet_default_mean_and_std = {args['imagenet_default_mean_and_std']}", "file")
+    m = re.search(r"img_norm_cfg\s*=\s*dict\(\s*mean\s*=\s*\[\s*([\d.]+)", meta.get("config_text", ""))
+    if m and m.group(1) in CONFIG_MEANS:
+        return Evidence(CONFIG_MEANS[m.group(1)], f"meta.config: img_norm_cfg mean {m.group(1)}", "file")
+    if family is Family.SEGMENTATION:
+        return Evidence("imagenet", "mmseg's ADE20K configs normalise with ImageNet's mean/std", "convention")
+    return Evidence(
+        "half",
+        "BEiT v1's mean = std = 0.5; BEiT v2 and ImageNet-1k pretraining used ImageNet's, which the tensors "
+        "cannot show: --normalization imagenet",
+        "convention",
+    )
 
 
 def _config_ints(config_text: str, name: str) -> list[int] | None:

@@ -14,7 +14,7 @@ import json
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from beit_tools.core.arch import Arch, Family
+from beit_tools.core.arch import BEIT, FLAVORS, Arch, Family
 from beit_tools.errors import BeitToolsError
 
 FAITHFUL, TRANSFORMERS = "faithful", "transformers"
@@ -94,14 +94,14 @@ def target_arch(arch: Arch, layout: FeatureLayout | None) -> Arch:
 # --- measuring the installed transformers -------------------------------------------------------
 
 
-def probe_offset(model_class: Any = None) -> int:
-    """Run a tiny random BeitForSemanticSegmentation and see which hidden states reach its FPN."""
+def probe_offset(model_class: Any = None, flavor: str = BEIT) -> int:
+    """Run a tiny random segmentation model of `flavor` and see which hidden states reach its FPN."""
     import torch
     import transformers
 
-    cls = model_class or transformers.BeitForSemanticSegmentation
+    cls = model_class or getattr(transformers, FLAVORS[flavor].classes[Family.SEGMENTATION])
     out_indices = [1, 2, 3, 4]
-    config = transformers.BeitConfig(
+    config = getattr(transformers, FLAVORS[flavor].config_class)(
         hidden_size=16,
         num_hidden_layers=6,
         num_attention_heads=2,
@@ -139,18 +139,18 @@ def probe_offset(model_class: Any = None) -> int:
     return found[0]
 
 
-def reading_offset() -> int:
+def reading_offset(flavor: str = BEIT) -> int:
     """`probe_offset` for the installed transformers, cached on disk by its version (inspect stays light)."""
     from importlib.metadata import version
 
     from beit_tools.core.download import cache_root
 
-    path = cache_root() / "probes" / f"beit-fpn-reading-transformers-{version('transformers')}.json"
+    path = cache_root() / "probes" / f"{flavor}-fpn-reading-transformers-{version('transformers')}.json"
     try:
         return int(json.loads(path.read_text())["offset"])
     except (OSError, ValueError, KeyError):
         pass
-    offset = probe_offset()
+    offset = probe_offset(flavor=flavor)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"offset": offset}))
@@ -163,4 +163,4 @@ def layout_for(arch: Arch, kind: str) -> FeatureLayout | None:
     """The feature layout of a segmentation architecture (None for the other families)."""
     if arch.family is not Family.SEGMENTATION:
         return None
-    return plan_layout(arch, kind, reading_offset())
+    return plan_layout(arch, kind, reading_offset(arch.flavor))

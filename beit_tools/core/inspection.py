@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from beit_tools.core.analysis import Analysis, analyse, source_warnings
+from beit_tools.core.analysis import Analysis, analyse, source_warnings, stated
 from beit_tools.core.checkpoint import Checkpoint
 from beit_tools.core.dtypes import dtype_name
 from beit_tools.core.features import FAITHFUL
@@ -158,7 +158,10 @@ def inspect_checkpoint(
     origin: Source | None = None,
     pool_scales: tuple[int, ...] | None = None,
     feature_indices: str = FAITHFUL,
+    flavor: str | None = None,
+    normalization: str | None = None,
 ) -> Report:
+    variant = origin.variant if origin else None
     analysis = analyse(
         source,
         trust_checkpoint=trust_checkpoint,
@@ -167,6 +170,7 @@ def inspect_checkpoint(
         num_heads=num_heads,
         pool_scales=pool_scales,
         feature_indices=feature_indices,
+        known=stated(flavor, normalization, variant),
     )
     origin = origin or Source(analysis.checkpoint.path, "file", str(source))
     problems = analysis.plan.problems()
@@ -175,7 +179,8 @@ def inspect_checkpoint(
     except BeitToolsError as e:
         problems.insert(0, e.message)
     try:
-        labels = resolve_labels(analysis.detection.arch, analysis.checkpoint.meta.get("classes"), labels_file)
+        classes = analysis.checkpoint.meta.get("classes")
+        labels = resolve_labels(analysis.detection.arch, classes, labels_file, variant and variant.labels)
     except BeitToolsError as e:
         labels = None
         problems.append(e.message)

@@ -59,8 +59,13 @@ def read_labels_file(path: Path) -> dict[int, str]:
     return {i: line.strip() for i, line in enumerate(line for line in text.splitlines() if line.strip())}
 
 
-def resolve_labels(arch: Arch, classes_in_file: list[str] | None, labels_file: Path | None) -> Labels | None:
-    """id2label for the converted model; None for masked-image-modeling, which has visual tokens, not labels."""
+def resolve_labels(
+    arch: Arch, classes_in_file: list[str] | None, labels_file: Path | None, label_set: str | None = None
+) -> Labels | None:
+    """id2label for the converted model; None for masked-image-modeling, which has visual tokens, not labels.
+
+    `label_set` names a bundled list the source is known to use (a registry entry's), before the head-size guess.
+    """
     if arch.family is Family.MIM:
         if labels_file is not None:
             raise BeitToolsError("--labels does not apply to a masked-image-modeling checkpoint (it has no classes)")
@@ -75,6 +80,8 @@ def resolve_labels(arch: Arch, classes_in_file: list[str] | None, labels_file: P
                 "give exactly one name per class",
             )
         return Labels(id2label, f"--labels {labels_file}")
+    if label_set is not None and len(bundled(label_set)) == n:
+        return Labels(bundled(label_set), f"{label_set} (bundled; the registry entry's label set)", label_set)
     name = BUNDLED.get((arch.family, n))
     if classes_in_file and len(classes_in_file) == n:
         names = {i: c.strip() for i, c in enumerate(classes_in_file)}

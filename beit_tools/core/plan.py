@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from beit_tools.core.arch import Arch, relative_position_index
+from beit_tools.core.arch import FLAVORS, Arch, relative_position_index
 from beit_tools.core.checkpoint import TensorInfo
 from beit_tools.core.detect import Detection
 from beit_tools.core.dtypes import FLOAT32, DType, dtype_name
@@ -206,7 +206,7 @@ class Plan:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "hf_class": self.arch.family.hf_class,
+            "hf_class": self.target_arch.hf_class,
             "counts": self.counts(),
             "rules": [
                 {"rule": r, "op": op, "count": n, "reason": why, "example": ex} for r, op, n, why, ex in self.by_rule()
@@ -241,6 +241,7 @@ def make_plan(
     feature layout, which may add pass-through layers.
     """
     arch = detection.arch
+    flavor = FLAVORS[arch.flavor]
     target = target_arch(arch, features)
     rules = rules_for(arch.family)
     layout = expected_layout(arch)
@@ -255,6 +256,7 @@ def make_plan(
             )
             continue
         rule, targets = found
+        targets = tuple(flavor.rename(t) for t in targets)
         if rule.check is not None and read is not None and not INDEX_CHECKS[rule.check](arch, read(key)):
             index_mismatches.append(
                 f"{stored} differs from the index transformers recomputes for a {arch.window}x{arch.window} window"
@@ -291,6 +293,7 @@ def _additions(
         if explained is None or found is None:
             raise BeitToolsError(f"internal: the output needs {key}, which nothing provides")
         (addition, reason), (rule, targets) = explained, found
+        targets = tuple(FLAVORS[arch.flavor].rename(t) for t in targets)
         name = f"{key} (added)"
         out.append(KeyMapping(name, key, addition.name, rule.op, targets, rule.reason, expected.shape, dtype, reason))
     return out

@@ -1,31 +1,22 @@
 """preprocessor_config.json for the converted model, written as the hub's BEiT models have it.
 
-Classification and pretraining: resize to the model size (bilinear, no crop), mean = std = 0.5, as the
-official microsoft/beit-* models and the original fine-tuning. ADE20K segmentation: mmseg's training
-normalisation (ImageNet mean/std) and reduced labels (0 = "other" becomes 255, classes shift down by one).
+Resize to the model size (bilinear, no crop), scale to [0, 1], and normalise the way the model was
+trained (`Arch.normalization`: mean = std = 0.5 for BEiT v1, ImageNet's statistics for BEiT v2,
+ImageNet-1k pretraining and mmseg's ADE20K training). Segmentation also reduces labels (0 = "other"
+becomes 255, the classes shift down by one), as mmseg's `reduce_zero_label` did.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from beit_tools.core.arch import Arch, Family
+from beit_tools.core.arch import NORMALIZATIONS, Arch, Family
 
 BILINEAR = 2  # PIL.Image.BILINEAR
-HALF = (0.5, 0.5, 0.5)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)  # mmseg's (123.675, 116.28, 103.53) / 255
-IMAGENET_STD = (0.229, 0.224, 0.225)  # mmseg's (58.395, 57.12, 57.375) / 255
-
-# family -> (mean, std, reduce labels)
-NORMALISATION = {
-    Family.CLASSIFICATION: (HALF, HALF, False),
-    Family.MIM: (HALF, HALF, False),
-    Family.SEGMENTATION: (IMAGENET_MEAN, IMAGENET_STD, True),
-}
 
 
 def preprocessor_config(arch: Arch) -> dict[str, Any]:
-    mean, std, reduce_labels = NORMALISATION[arch.family]
+    mean, std = NORMALIZATIONS[arch.normalization]
     size = {"height": arch.image_size, "width": arch.image_size}
     return {
         "image_processor_type": "BeitImageProcessor",
@@ -39,5 +30,5 @@ def preprocessor_config(arch: Arch) -> dict[str, Any]:
         "do_normalize": True,
         "image_mean": list(mean),
         "image_std": list(std),
-        "do_reduce_labels": reduce_labels,
+        "do_reduce_labels": arch.family is Family.SEGMENTATION,
     }

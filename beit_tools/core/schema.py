@@ -19,21 +19,21 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from beit_tools.core.arch import Arch
+from beit_tools.core.arch import FLAVORS, Arch
 from beit_tools.core.dtypes import DType
 from beit_tools.errors import BeitToolsError
 
 
 def beit_config(arch: Arch, id2label: dict[int, str] | None = None, dtype: DType | None = None) -> Any:
     """A transformers BeitConfig for `arch`, with labels, architectures and dtype set."""
-    from transformers import BeitConfig
+    import transformers
 
     fields = arch.config_fields()
     if id2label is not None:
         fields["id2label"] = {i: n for i, n in id2label.items()}
         fields["label2id"] = {n: i for i, n in id2label.items()}
-    config = BeitConfig(**fields)
-    config.architectures = [arch.family.hf_class]
+    config = getattr(transformers, FLAVORS[arch.flavor].config_class)(**fields)
+    config.architectures = [arch.hf_class]
     if dtype is not None:
         config.dtype = dtype.name
     return config
@@ -103,7 +103,7 @@ class FactsJob:
         key = json.dumps(
             {
                 "transformers": version("transformers"),
-                "architecture": arch.family.hf_class,
+                "architecture": arch.hf_class,
                 "fields": arch.config_fields(),
                 "id2label": id2label,
                 "dtype": dtype.name,

@@ -18,12 +18,30 @@ from typing import Any
 from beit_tools.core.arch import Arch, Family, default_out_indices
 
 ATOL = 1e-3
-# Where the v1 files live: the current mirror first, then the older addresses (dead or signed today,
-# kept so a site that still serves them, or an internal copy of them, can be reached).
+# Where the files live: the current address first, then the older ones (dead or signed today, kept so
+# a site that still serves them, or an internal copy of them, can be reached). An address is a folder
+# (the file name is appended) or a template with {file} (for signed links with a query string).
 V1_MIRRORS = (
     "https://github.com/addf400/files/releases/download/v1.0",
     "https://conversationhub.blob.core.windows.net/beit-share-public/beit",
     "https://unilm.blob.core.windows.net/beit",
+)
+V2_MIRRORS = (
+    "https://github.com/addf400/files/releases/download/BEiT-v2",
+    "https://conversationhub.blob.core.windows.net/beit-share-public/beitv2",
+)
+# DiT's links in unilm's README are signed (valid until 2033-06-08); the unsigned ones came before.
+DIT_SIGNATURE = (
+    "?sv=2022-11-02&ss=b&srt=o&sp=r&se=2033-06-08T16:48:15Z&st=2023-06-08T08:48:15Z&spr=https"
+    "&sig=a9VXrihTzbWyVfaIDlIT1Z0FoR1073VB0RLQUMuudD4%3D"
+)
+DIT_PRETRAINED = (
+    "https://layoutlm.blob.core.windows.net/dit/dit-pts/{file}.pth" + DIT_SIGNATURE,
+    "https://layoutlm.blob.core.windows.net/dit/dit-pts",
+)
+DIT_FINETUNED = (
+    "https://layoutlm.blob.core.windows.net/dit/dit-fts/{file}.pth" + DIT_SIGNATURE,
+    "https://layoutlm.blob.core.windows.net/dit/dit-fts",
 )
 COCO_CATS = "http://images.cocodataset.org/val2017/000000039769.jpg"
 
@@ -32,7 +50,7 @@ SIZES: dict[str, dict[str, int]] = {
     "large": {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "intermediate_size": 4096},
 }
 # Label set -> number of classes.
-LABEL_SETS = {"imagenet-22k": 21841, "imagenet-1k": 1000, "ade20k-150": 150}
+LABEL_SETS = {"imagenet-22k": 21841, "imagenet-1k": 1000, "ade20k-150": 150, "rvlcdip-16": 16}
 # How position information is stored: per-layer relative tables, one shared table, or absolute embeddings.
 POSITIONS = {
     "layer": {"use_relative_position_bias": True},
@@ -85,11 +103,15 @@ class Variant:
     mirrors: tuple[str, ...] = V1_MIRRORS
     note: str = ""
     reported: str = ""  # the original authors' result for this file, as published (not re-measured here)
+    series: str = "BEiT"  # BEiT, BEiT v2, DiT
+    normalization: str = "half"  # how its inputs were normalised in training (a key of arch.NORMALIZATIONS)
 
     def urls(self, mirror: str | None = None) -> tuple[str, ...]:
         """Addresses to try in order; a mirror replaces them all (an air-gapped site reaches nothing else)."""
         bases = (mirror,) if mirror else self.mirrors
-        return tuple(f"{base.rstrip('/')}/{self.file}.pth" for base in bases)
+        return tuple(
+            base.format(file=self.file) if "{file}" in base else f"{base.rstrip('/')}/{self.file}.pth" for base in bases
+        )
 
     @property
     def filename(self) -> str:
@@ -107,6 +129,7 @@ class Variant:
             "image_size": self.image_size,
             "layer_scale": self.layer_scale,
             "num_labels": self.num_labels,
+            "normalization": self.normalization,
         }
         if self.family is Family.MIM:
             fields |= {"use_mask_token": True, "vocab_size": VISUAL_TOKENS}
@@ -135,11 +158,13 @@ class Variant:
             "url": urls[0],
             "mirrors": list(urls[1:]),
             "family": self.family.value,
-            "hf_class": self.family.hf_class,
+            "hf_class": self.arch().hf_class,
             "size": self.size,
             "image_size": self.image_size,
             "labels": self.labels,
             "num_labels": self.num_labels,
+            "series": self.series,
+            "normalization": self.normalization,
             "params_m": self.params_m,
             "output_name": self.output_name,
             "expected_logits": self.expected is not None and self.expected.first is not None,
@@ -336,6 +361,7 @@ VARIANTS: dict[str, Variant] = {
             params_m=163.4,
             expected=_ade(_ADE_BASE),
             reported="ADE20K mIoU 53.6 (54.2 multi-scale + flip), sliding-window inference at 640 px",
+            normalization="imagenet",
         ),
         Variant(
             name="large-ade20k",
@@ -348,6 +374,227 @@ VARIANTS: dict[str, Variant] = {
             params_m=441.3,
             expected=_ade(_ADE_LARGE),
             reported="ADE20K mIoU 56.7 (57.0 multi-scale + flip), sliding-window inference at 640 px",
+            normalization="imagenet",
+        ),
+        Variant(
+            name="v2-base-pt1k",
+            file="beitv2_base_patch16_224_pt1k",
+            family=_MIM,
+            size="base",
+            image_size=224,
+            output_name="beitv2-base-patch16-224-pt1k",
+            params_m=92.0,
+            positions="shared",
+            series="BEiT v2",
+            normalization="imagenet",
+            mirrors=V2_MIRRORS,
+            note="BEiT v2, self-supervised on ImageNet-1k (its cls_pt_layers are pretraining-only)",
+        ),
+        Variant(
+            name="v2-large-pt1k",
+            file="beitv2_large_patch16_224_pt1k",
+            family=_MIM,
+            size="large",
+            image_size=224,
+            output_name="beitv2-large-patch16-224-pt1k",
+            params_m=311.5,
+            positions="shared",
+            series="BEiT v2",
+            normalization="imagenet",
+            mirrors=V2_MIRRORS,
+            note="BEiT v2, self-supervised on ImageNet-1k (its cls_pt_layers are pretraining-only)",
+        ),
+        Variant(
+            name="v2-base-ft21k",
+            file="beitv2_base_patch16_224_pt1k_ft21k",
+            family=_CLS,
+            size="base",
+            image_size=224,
+            output_name="beitv2-base-patch16-224-pt1k-ft21k",
+            params_m=102.6,
+            labels="imagenet-22k",
+            series="BEiT v2",
+            normalization="imagenet",
+            mirrors=V2_MIRRORS,
+        ),
+        Variant(
+            name="v2-large-ft21k",
+            file="beitv2_large_patch16_224_pt1k_ft21k",
+            family=_CLS,
+            size="large",
+            image_size=224,
+            output_name="beitv2-large-patch16-224-pt1k-ft21k",
+            params_m=325.8,
+            labels="imagenet-22k",
+            series="BEiT v2",
+            normalization="imagenet",
+            mirrors=V2_MIRRORS,
+        ),
+        Variant(
+            name="v2-base-ft1k",
+            file="beitv2_base_patch16_224_pt1k_ft1k",
+            family=_CLS,
+            size="base",
+            image_size=224,
+            output_name="beitv2-base-patch16-224-pt1k-ft1k",
+            params_m=86.5,
+            labels="imagenet-1k",
+            series="BEiT v2",
+            normalization="imagenet",
+            mirrors=V2_MIRRORS,
+            reported="ImageNet-1k top-1 85.5% at 224 px",
+        ),
+        Variant(
+            name="v2-large-ft1k",
+            file="beitv2_large_patch16_224_pt1k_ft1k",
+            family=_CLS,
+            size="large",
+            image_size=224,
+            output_name="beitv2-large-patch16-224-pt1k-ft1k",
+            params_m=304.4,
+            labels="imagenet-1k",
+            series="BEiT v2",
+            normalization="imagenet",
+            mirrors=V2_MIRRORS,
+            reported="ImageNet-1k top-1 87.3% at 224 px",
+        ),
+        Variant(
+            name="v2-base-ft21kto1k",
+            file="beitv2_base_patch16_224_pt1k_ft21kto1k",
+            family=_CLS,
+            size="base",
+            image_size=224,
+            output_name="beitv2-base-patch16-224-pt1k-ft21kto1k",
+            params_m=86.5,
+            labels="imagenet-1k",
+            series="BEiT v2",
+            normalization="imagenet",
+            mirrors=V2_MIRRORS,
+            reported="ImageNet-1k top-1 86.5% at 224 px",
+        ),
+        Variant(
+            name="v2-large-ft21kto1k",
+            file="beitv2_large_patch16_224_pt1k_ft21kto1k",
+            family=_CLS,
+            size="large",
+            image_size=224,
+            output_name="beitv2-large-patch16-224-pt1k-ft21kto1k",
+            params_m=304.4,
+            labels="imagenet-1k",
+            series="BEiT v2",
+            normalization="imagenet",
+            mirrors=V2_MIRRORS,
+            reported="ImageNet-1k top-1 88.4% at 224 px",
+        ),
+        Variant(
+            name="v2-base-ade20k",
+            file="beitv2_base_patch16_224_pt1k_ftade20k",
+            family=_SEG,
+            size="base",
+            image_size=512,
+            output_name="beitv2-base-finetuned-ade-512-512",
+            params_m=163.1,
+            labels="ade20k-150",
+            series="BEiT v2",
+            normalization="imagenet",
+            mirrors=V2_MIRRORS,
+            reported="ADE20K mIoU 53.1, 512 px crops",
+        ),
+        Variant(
+            name="v2-base-ft21k-ade20k",
+            file="beitv2_base_patch16_224_pt1k_ft21ktoade20k",
+            family=_SEG,
+            size="base",
+            image_size=512,
+            output_name="beitv2-base-pt1k-ft21k-finetuned-ade-512-512",
+            params_m=163.1,
+            labels="ade20k-150",
+            series="BEiT v2",
+            normalization="imagenet",
+            mirrors=V2_MIRRORS,
+            reported="ADE20K mIoU 53.5, 512 px crops",
+        ),
+        Variant(
+            name="v2-large-ade20k",
+            file="beitv2_large_patch16_224_pt1k_ftade20k",
+            family=_SEG,
+            size="large",
+            image_size=512,
+            output_name="beitv2-large-finetuned-ade-512-512",
+            params_m=440.4,
+            labels="ade20k-150",
+            series="BEiT v2",
+            normalization="imagenet",
+            mirrors=V2_MIRRORS,
+            reported="ADE20K mIoU 56.7, 512 px crops",
+        ),
+        Variant(
+            name="v2-large-ft21k-ade20k",
+            file="beitv2_large_patch16_224_pt1k_ft21ktoade20k",
+            family=_SEG,
+            size="large",
+            image_size=512,
+            output_name="beitv2-large-pt1k-ft21k-finetuned-ade-512-512",
+            params_m=440.4,
+            labels="ade20k-150",
+            series="BEiT v2",
+            normalization="imagenet",
+            mirrors=V2_MIRRORS,
+            reported="ADE20K mIoU 57.5, 512 px crops",
+        ),
+        Variant(
+            name="dit-base",
+            file="dit-base-224-p16-500k-62d53a",
+            family=_MIM,
+            size="base",
+            image_size=224,
+            output_name="dit-base",
+            params_m=92.1,
+            positions="absolute",
+            series="DiT",
+            mirrors=DIT_PRETRAINED,
+            note="DiT, self-supervised on IIT-CDIP document images",
+        ),
+        Variant(
+            name="dit-large",
+            file="dit-large-224-p16-500k-d7a2fb",
+            family=_MIM,
+            size="large",
+            image_size=224,
+            output_name="dit-large",
+            params_m=311.7,
+            positions="absolute",
+            series="DiT",
+            mirrors=DIT_PRETRAINED,
+            note="DiT, self-supervised on IIT-CDIP document images",
+        ),
+        Variant(
+            name="dit-base-rvlcdip",
+            file="rvlcdip_dit-b",
+            family=_CLS,
+            size="base",
+            image_size=224,
+            output_name="dit-base-finetuned-rvlcdip",
+            params_m=85.8,
+            positions="absolute",
+            labels="rvlcdip-16",
+            series="DiT",
+            mirrors=DIT_FINETUNED,
+            reported="RVL-CDIP accuracy 92.11% at 224 px",
+        ),
+        Variant(
+            name="dit-large-rvlcdip",
+            file="rvlcdip_dit-l",
+            family=_CLS,
+            size="large",
+            image_size=224,
+            output_name="dit-large-finetuned-rvlcdip",
+            params_m=303.3,
+            positions="absolute",
+            labels="rvlcdip-16",
+            series="DiT",
+            mirrors=DIT_FINETUNED,
+            reported="RVL-CDIP accuracy 92.69% at 224 px",
         ),
     )
 }

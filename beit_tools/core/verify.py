@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from beit_tools.core.arch import LAYER_NORM_EPS, Arch, Family
+from beit_tools.core.arch import BEIT, DATA2VEC, FAMILY_OF_CLASS, LAYER_NORM_EPS, Arch, Family
 from beit_tools.core.dtypes import FLOAT32, HALF, dtype_name
 from beit_tools.core.features import TRANSFORMERS, FeatureLayout
 from beit_tools.core.provenance import PROVENANCE_NAME
@@ -162,7 +162,7 @@ def _max_abs(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def check_structure(result: VerifyResult, out: Path) -> tuple[Any, Written] | None:
     """Files, headers, config and transformers load. Returns (model, written tensors) or None when it cannot load."""
-    from transformers import BeitConfig
+    from transformers import AutoConfig
 
     from beit_tools.core.schema import schema_problems, target_schema
 
@@ -182,7 +182,7 @@ def check_structure(result: VerifyResult, out: Path) -> tuple[Any, Written] | No
         return None
     result.add("weights readable", True, measured=f"{len(headers)} tensors in {len(files)} file(s)")
     try:
-        config = BeitConfig.from_pretrained(out)
+        config = AutoConfig.from_pretrained(out)
     except Exception as e:
         result.add("config", False, detail=f"config.json does not load: {str(e).splitlines()[0]}")
         return None
@@ -448,7 +448,7 @@ def segmentation_logits(model: Any, hidden_states: Any, states: list[int]) -> to
 
 def analyse_source(options: VerifyOptions, provenance: dict[str, Any] | None) -> Any:
     """Open `--against` as convert did (same container, same overrides); refuse a source convert would refuse."""
-    from beit_tools.core.analysis import analyse
+    from beit_tools.core.analysis import analyse, stated
 
     prov = provenance or {}
     overrides = prov.get("overrides") or {}
@@ -460,6 +460,7 @@ def analyse_source(options: VerifyOptions, provenance: dict[str, Any] | None) ->
         num_heads=overrides.get("num_heads"),
         pool_scales=tuple(overrides["pool_scales"]) if overrides.get("pool_scales") else None,
         feature_indices=(prov.get("features") or {}).get("kind", TRANSFORMERS),
+        known=stated(prov.get("flavor"), prov.get("normalization")),
     )
     analysis.plan.require_convertible(allow_unused=True, context=f"--against {options.against}: ")
     return analysis
@@ -530,7 +531,7 @@ def check_parity(
     )
     if arch.family is not Family.SEGMENTATION or layout is None:
         delta = _max_abs(outputs.logits, reference.logits)
-        result.within("parity: logits", delta, atol, bound, f"{arch.family.hf_class} vs the original on the source")
+        result.within("parity: logits", delta, atol, bound, f"{arch.hf_class} vs the original on the source")
         return
     _segmentation_parity(result, model, outputs, captured, reference, arch, layout, atol, bound, options.strict)
 
@@ -584,7 +585,7 @@ def _segmentation_parity(
             PASS if delta <= atol else explained if known else FAIL,
             measured=f"max |Δ| {delta:.2e}",
             bound=bound,
-            detail=f"{arch.family.hf_class} as transformers runs it vs the original's UperNet{note}",
+            detail=f"{arch.hf_class} as transformers runs it vs the original's UperNet{note}",
         )
     )
 
@@ -596,14 +597,15 @@ def folder_layout(config: Any, provenance: dict[str, Any] | None) -> FeatureLayo
     """
     from beit_tools.core.features import reading_offset
 
-    if (config.architectures or [""])[0] != Family.SEGMENTATION.hf_class:
+    if FAMILY_OF_CLASS.get((config.architectures or [""])[0]) is not Family.SEGMENTATION:
         return None
     record = (provenance or {}).get("features") or {}
     out_indices = tuple(config.out_indices)
     original = tuple(record.get("original") or out_indices)
     kind = record.get("kind", TRANSFORMERS)
     added = int(record.get("added_layers", 0))
-    return FeatureLayout(kind, original, out_indices, added, reading_offset(), config.num_hidden_layers)
+    flavor = DATA2VEC if config.model_type == "data2vec-vision" else BEIT
+    return FeatureLayout(kind, original, out_indices, added, reading_offset(flavor), config.num_hidden_layers)
 
 
 def check_feature_layout(result: VerifyResult, layout: FeatureLayout, strict: bool) -> None:
