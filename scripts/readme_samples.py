@@ -73,12 +73,13 @@ def variants_markdown() -> str:
     """The registry as a Markdown table, for the README."""
     from beit_tools.core.variants import VARIANTS
 
-    rows = ["| name | family | params | image | labels | file | known logits | Hub-style folder |", "|" + " --- |" * 8]
+    header = "| name | series | family | params | image | labels | inputs | file | known logits | Hub-style folder |"
+    rows = [header, "|" + " --- |" * 10]
     for v in VARIANTS.values():
         known = "-" if v.expected is None else "shape only" if v.expected.first is None else "yes"
         rows.append(
-            f"| `{v.name}` | {v.family.value} | {v.params_m:.1f}M | {v.image_size} | {v.labels or 'visual tokens'} "
-            f"| `{v.filename}` | {known} | `{v.output_name}` |"
+            f"| `{v.name}` | {v.series} | {v.family.value} | {v.params_m:.1f}M | {v.image_size} "
+            f"| {v.labels or 'visual tokens'} | {v.normalization} | `{v.filename}` | {known} | `{v.output_name}` |"
         )
     return "\n".join(rows) + "\n"
 

@@ -7,6 +7,7 @@ layout, the drop check on saved index buffers and the reference forward pass all
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from enum import Enum
 from typing import Any
@@ -34,10 +35,14 @@ class Flavor:
     prefix: str  # what the backbone's keys start with in the saved model
     config_class: str
     classes: dict[Family, str]
+    renames: tuple[tuple[str, str], ...] = ()  # (pattern, replacement) on BEiT's saved names, in order
 
     def rename(self, key: str) -> str:
-        """A hub-canonical BEiT key in this model type's names."""
-        return self.prefix + key[len("beit.") :] if key.startswith("beit.") else key
+        """A hub-canonical BEiT key in this model type's saved names."""
+        key = self.prefix + key[len("beit.") :] if key.startswith("beit.") else key
+        for pattern, replacement in self.renames:
+            key = re.sub(pattern, replacement, key)
+        return key
 
 
 BEIT, DATA2VEC = "beit", "data2vec-vision"
@@ -61,6 +66,13 @@ FLAVORS = {
             Family.CLASSIFICATION: "Data2VecVisionForImageClassification",
             Family.SEGMENTATION: "Data2VecVisionForSemanticSegmentation",
         },
+        # transformers 5 saves data2vec-vision's UperNet heads under their module names (no legacy mapping)
+        renames=(
+            (r"^decode_head\.psp_modules\.(\d+)\.1\.", r"decode_head.psp_modules.blocks.\1.conv."),
+            (r"^decode_head\.bottleneck\.", "decode_head.psp_bottleneck."),
+            (r"^((?:decode|auxiliary)_head\..+)\.conv\.weight$", r"\1.convolution.weight"),
+            (r"^((?:decode|auxiliary)_head\..+)\.bn\.(\w+)$", r"\1.normalization.\2"),
+        ),
     ),
 }
 # Every transformers class beit-tools writes -> its family (to read a folder back).

@@ -16,9 +16,21 @@ from beit_tools.core.arch import FAMILY_OF_CLASS, FLAVORS, Family
 from beit_tools.core.variants import VARIANTS, Variant
 
 # Label set -> Hub dataset id.
-DATASETS = {"imagenet-1k": "imagenet-1k", "imagenet-22k": "imagenet-21k", "ade20k-150": "scene_parse_150"}
+DATASETS = {
+    "imagenet-1k": "imagenet-1k",
+    "imagenet-22k": "imagenet-21k",
+    "ade20k-150": "scene_parse_150",
+    "rvlcdip-16": "aharley/rvl_cdip",
+}
 # Pretraining data of the self-supervised official files (they have no label set).
-PRETRAINING_DATA = {"base-pt22k": "imagenet-21k", "large-pt22k": "imagenet-21k", "base-pt1k-800ep": "imagenet-1k"}
+PRETRAINING_DATA = {
+    "base-pt22k": "imagenet-21k",
+    "large-pt22k": "imagenet-21k",
+    "base-pt1k-800ep": "imagenet-1k",
+    "v2-base-pt1k": "imagenet-1k",
+    "v2-large-pt1k": "imagenet-1k",
+}
+SERIES_TAGS = {"BEiT": "beit", "BEiT v2": "beit-v2", "DiT": "dit"}
 PIPELINES = {Family.CLASSIFICATION: "image-classification", Family.SEGMENTATION: "image-segmentation"}
 OFFICIAL_LICENSE = "mit"  # microsoft/unilm, which released the official files
 RESAMPLE_NAMES = {2: "bilinear", 3: "bicubic"}  # PIL's codes, as preprocessor_config.json stores them
@@ -26,6 +38,23 @@ TEMPLATE = "---\n{{ card_data }}\n---\n\n{{ body }}\n"
 CATS_URL = "http://images.cocodataset.org/val2017/000000039769.jpg"
 ADE_URL = "https://huggingface.co/datasets/hf-internal-testing/fixtures_ade20k/resolve/main/ADE_val_00000001.jpg"
 
+# The papers behind each series, cited beside BEiT's.
+SERIES_CITATIONS = {
+    "BEiT v2": """@article{peng2022beitv2,
+  title   = {{BEiT v2}: Masked Image Modeling with Vector-Quantized Visual Tokenizers},
+  author  = {Zhiliang Peng and Li Dong and Hangbo Bao and Qixiang Ye and Furu Wei},
+  year    = {2022},
+  eprint  = {2208.06366},
+  archivePrefix = {arXiv}
+}""",
+    "DiT": """@misc{li2022dit,
+  title   = {{DiT}: Self-supervised Pre-training for Document Image Transformer},
+  author  = {Junlong Li and Yiheng Xu and Tengchao Lv and Lei Cui and Cha Zhang and Furu Wei},
+  year    = {2022},
+  eprint  = {2203.02378},
+  archivePrefix = {arXiv}
+}""",
+}
 CITATION = """```bibtex
 @inproceedings{bao2022beit,
   title     = {{BEiT}: {BERT} Pre-Training of Image Transformers},
@@ -125,6 +154,9 @@ def card_data(folder: Folder, request: CardRequest) -> Any:
     family = folder.family
     dataset = folder.dataset
     tags = ["beit", family.value, "vision"]
+    series = SERIES_TAGS.get(folder.variant.series if folder.variant else "BEiT", "beit")
+    if series != "beit":
+        tags.insert(1, series)
     if dataset:
         tags.append(dataset)
     return ModelCardData(
@@ -150,7 +182,7 @@ def model_card(folder: Folder, request: CardRequest) -> Any:
             _preprocessing(folder),
             _verification(request),
             _deviations(folder, request),
-            "## Citation\n\n" + CITATION,
+            _citation(folder),
         )
         if part
     )
@@ -273,6 +305,12 @@ def _verification(request: CardRequest) -> str:
         "architecture run on the source checkpoint's tensors.\n\n"
         "| check | status | measured | bound | detail |\n| --- | --- | --- | --- | --- |\n" + rows
     )
+
+
+def _citation(folder: Folder) -> str:
+    extra = SERIES_CITATIONS.get(folder.variant.series if folder.variant else "")
+    text = CITATION if extra is None else CITATION.replace("```bibtex\n", f"```bibtex\n{extra}\n\n")
+    return "## Citation\n\n" + text
 
 
 def _cell(value: object) -> str:

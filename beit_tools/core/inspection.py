@@ -32,7 +32,7 @@ GROUPS: tuple[tuple[str, str], ...] = (
     ("fpn", r"fpn\d\..+"),
     ("decode head", r"decode_head\..+"),
     ("auxiliary head", r"auxiliary_head\..+"),
-    ("pretraining-only", r"cls_pt_layers\..+"),
+    ("pretraining-only", r"cls_pt_(?:layers|norm|lm_head)\..+"),
     ("other", r".+"),
 )
 SAMPLE = 1 << 15  # elements read from each end of a tensor by the NaN/Inf check

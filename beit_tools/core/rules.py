@@ -99,9 +99,10 @@ HEADS: dict[Family, tuple[Rule, ...]] = {
         Rule("visual token head", r"lm_head\.(weight|bias)", (r"lm_head.\1",)),
         Rule(
             "pretraining-only blocks",
-            r"cls_pt_layers\..+",
+            r"cls_pt_(?:layers|norm|lm_head)\..+",
             op=DROP,
-            reason="pretraining-only (BEiT v2 patch aggregation): transformers has no module for it",
+            reason="pretraining-only (BEiT v2's patch-aggregation blocks, their norm and head): "
+            "transformers has no module for them, and inference never runs them",
         ),
     ),
     Family.CLASSIFICATION: (

@@ -411,7 +411,7 @@ def check_expected(
     with torch.no_grad():
         outputs = model(pixel_values=pixels, output_hidden_states=True)
     logits, faithful_note = outputs.logits, ""
-    if layout is not None and layout.faithful and hasattr(model, "fpn"):
+    if layout is not None and layout.faithful:
         hub_states = [i + layout.offset for i in layout.original]  # what the Hub's config makes transformers read
         logits = segmentation_logits(model, outputs.hidden_states, hub_states)
         faithful = [round(v, 4) for v in outputs.logits[0, 0, 0, :3].tolist()]
@@ -440,7 +440,24 @@ def segmentation_logits(model: Any, hidden_states: Any, states: list[int]) -> to
     side = round((tokens - 1) ** 0.5)
     maps = tuple(hidden_states[k][:, 1:].transpose(1, 2).reshape(batch, dim, side, side) for k in states)
     with torch.no_grad():
-        return model.decode_head(model.fpn(maps))
+        return model.decode_head(run_fpn(model, maps))
+
+
+FPN_LEVELS = ("fpn1", "fpn2", "fpn3", "fpn4")  # the FPN as separate modules (data2vec-vision, transformers 4.x)
+
+
+def run_fpn(model: Any, maps: Any) -> tuple[torch.Tensor, ...]:
+    """The model's FPN on four feature maps, whichever way the model holds it."""
+    if hasattr(model, "fpn"):
+        return model.fpn(tuple(maps))
+    return tuple(getattr(model, name)(m) for name, m in zip(FPN_LEVELS, maps, strict=True))
+
+
+def capture_fpn_inputs(model: Any, captured: list[torch.Tensor]) -> list[Any]:
+    """Hooks that record the feature maps the model's forward feeds its FPN; returns them for removal."""
+    if hasattr(model, "fpn"):
+        return [model.fpn.register_forward_pre_hook(lambda module, args: captured.extend(args[0]))]
+    return [getattr(model, n).register_forward_pre_hook(lambda m, args: captured.append(args[0])) for n in FPN_LEVELS]
 
 
 # --- parity and round trip -----------------------------------------------------------------------
@@ -506,11 +523,10 @@ def check_parity(
         return
     reference = reference_forward(source, arch, pixels)
     captured: list[torch.Tensor] = []
-    fpn = getattr(model, "fpn", None)
-    hook = fpn.register_forward_pre_hook(lambda module, args: captured.extend(args[0])) if fpn is not None else None
+    hooks = capture_fpn_inputs(model, captured) if arch.family is Family.SEGMENTATION else []
     with torch.no_grad():
         outputs = model(pixel_values=pixels, output_hidden_states=True)
-    if hook is not None:
+    for hook in hooks:
         hook.remove()
     names = ["embeddings", *(f"block {i}" for i in range(arch.num_hidden_layers))]
     original_states = outputs.hidden_states[: arch.num_hidden_layers + 1]  # added pass-through layers are not compared
@@ -558,7 +574,7 @@ def _segmentation_parity(
     original_maps = token_maps(reference.hidden_states, arch)
     if captured:
         with torch.no_grad():
-            head_logits = model.decode_head(model.fpn(tuple(token_maps(list(outputs.hidden_states), arch))))
+            head_logits = model.decode_head(run_fpn(model, token_maps(list(outputs.hidden_states), arch)))
         detail = f"FPN + UperHead on the outputs of blocks {list(arch.out_indices)}, as the original"
         result.within("parity: decode head", _max_abs(head_logits, reference.logits), atol, bound, detail)
         features = max(_max_abs(ours, theirs) for ours, theirs in zip(captured, original_maps, strict=True))
