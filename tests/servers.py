@@ -296,6 +296,16 @@ class HubServer:
             return None
         return repo
 
+    def _revision(self, h: _Handler, repo_type: str | None, repo_id: str, rev: str) -> tuple[Any, Commit | None]:
+        """The repo and its commit at `rev`, or (…, None) after replying 404."""
+        found = self._repo(h, repo_type, repo_id)
+        if not found:
+            return None, None
+        commit = found.resolve(rev)
+        if commit is None:
+            h.reply_json(404, {"error": f"Invalid rev id: {rev}"}, {"X-Error-Code": "RevisionNotFound"})
+        return found, commit
+
     # --- endpoints
 
     def whoami(self, h: _Handler, query: dict) -> None:
@@ -327,23 +337,15 @@ class HubServer:
         h.reply_json(200, {"warnings": []})
 
     def info(self, h: _Handler, query: dict, type: str, repo: str, rev: str = "main") -> None:
-        found = self._repo(h, type, repo)
-        if not found:
-            return
-        commit = found.resolve(rev)
+        found, commit = self._revision(h, type, repo, rev)
         if commit is None:
-            h.reply_json(404, {"error": f"Invalid rev id: {rev}"}, {"X-Error-Code": "RevisionNotFound"})
             return
         siblings = [{"rfilename": name} for name in sorted(commit.files)]
         h.reply_json(200, {"id": repo, "sha": commit.oid, "private": found.private, "siblings": siblings})
 
     def tree(self, h: _Handler, query: dict, type: str, repo: str, rev: str) -> None:
-        found = self._repo(h, type, repo)
-        if not found:
-            return
-        commit = found.resolve(rev)
+        _, commit = self._revision(h, type, repo, rev)
         if commit is None:
-            h.reply_json(404, {"error": f"Invalid rev id: {rev}"}, {"X-Error-Code": "RevisionNotFound"})
             return
         entries = [
             {"type": "file", "path": name, "size": len(data), "oid": git_blob_oid(data)}
@@ -453,12 +455,8 @@ class HubServer:
         h.reply_json(200, data)
 
     def resolve(self, h: _Handler, query: dict, type: str | None, repo: str, rev: str, path: str) -> None:
-        found = self._repo(h, type, repo)
-        if not found:
-            return
-        commit = found.resolve(rev)
+        _, commit = self._revision(h, type, repo, rev)
         if commit is None:
-            h.reply_json(404, {"error": f"Invalid rev id: {rev}"}, {"X-Error-Code": "RevisionNotFound"})
             return
         if path not in commit.files:
             h.reply_json(404, {"error": "Entry not found"}, {"X-Error-Code": "EntryNotFound"})
