@@ -126,6 +126,19 @@ def test_non_contiguous_and_shared_storages_are_computed_and_still_exact(tmp_pat
     assert torch.equal(value_bias, sd["blocks.1.attn.v_bias"])
 
 
+@pytest.mark.parametrize("stored", ["legacy file", "strided view"])
+def test_nan_is_found_in_tensors_the_scan_cannot_see(stored: str, tmp_path: Path) -> None:
+    sd = make_state_dict(ARCH)
+    sd["blocks.0.attn.qkv.weight"][5, 3] = float("nan")
+    if stored == "strided view":
+        sd["blocks.0.attn.qkv.weight"] = sd["blocks.0.attn.qkv.weight"].t().contiguous().t()
+    torch.save({"model": sd}, tmp_path / "c.pth", _use_new_zipfile_serialization=stored != "legacy file")
+    ckpt = open_checkpoint(tmp_path / "c.pth")
+    assert "blocks.0.attn.qkv.weight" not in ckpt.locations
+    result = convert(ConvertOptions(tmp_path / "c.pth", tmp_path / "out"))
+    assert result.warnings[-1] == "1 tensor(s) hold NaN or Inf: blocks.0.attn.qkv.weight"
+
+
 def test_the_zip_reader_needs_no_torch_and_falls_back_to_torch_for_what_it_does_not_know(tmp_path: Path) -> None:
     path = write_synthetic(tmp_path / "c.pth", default_spec(ARCH).with_(training_extras=True))
     code = (

@@ -181,7 +181,7 @@ def summary_table(result: ConversionResult) -> Table:
         if ev.kind == "convention" and name not in ("use_mean_pooling", "normalization", "flavor")
     ]
     rows += [
-        ("dtype", str(result.dtype).removeprefix("torch.")),
+        ("dtype", result.dtype.name),
         ("output", f"{result.output} ({_size(result.bytes_written)} of weights: {', '.join(result.files)})"),
     ]
     for name, value in rows:
@@ -304,7 +304,7 @@ def keys_table(plan: Plan) -> Table:
             f"[{style}]{m.outcome}[/]",
             target if not m.targets else escape(target),
             str(list(m.shape)),
-            str(m.dtype).removeprefix("torch."),
+            m.dtype.name,
         )
     return table
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from beit_tools.core.arch import BEIT
 from beit_tools.core.checkpoint import Checkpoint, open_checkpoint
 from beit_tools.core.detect import Detection, Evidence, detect
 from beit_tools.core.dtypes import HALF, dtype_name
@@ -59,7 +60,7 @@ def stated(flavor: str | None = None, normalization: str | None = None, variant:
     out: dict[str, Evidence] = {}
     if variant is not None:
         out["normalization"] = Evidence(variant.normalization, f"the registry entry {variant.name}", "registry")
-        out["flavor"] = Evidence("beit", f"the registry entry {variant.name}", "registry")
+        out["flavor"] = Evidence(BEIT, f"the registry entry {variant.name}", "registry")
     if flavor is not None:
         out["flavor"] = Evidence(flavor, "--arch", "override")
     if normalization is not None:

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from beit_tools.core.arch import FAMILY_OF_CLASS, FLAVORS, Family
-from beit_tools.core.variants import VARIANTS, Variant
+from beit_tools.core.arch import BEIT, FAMILY_OF_CLASS, FLAVORS, Family
+from beit_tools.core.variants import COCO_CATS, VARIANTS, Variant
 
 # Label set -> Hub dataset id.
 DATASETS = {
@@ -35,7 +35,7 @@ PIPELINES = {Family.CLASSIFICATION: "image-classification", Family.SEGMENTATION:
 OFFICIAL_LICENSE = "mit"  # microsoft/unilm, which released the official files
 RESAMPLE_NAMES = {2: "bilinear", 3: "bicubic"}  # PIL's codes, as preprocessor_config.json stores them
 TEMPLATE = "---\n{{ card_data }}\n---\n\n{{ body }}\n"
-CATS_URL = "http://images.cocodataset.org/val2017/000000039769.jpg"
+CATS_URL = COCO_CATS  # the image the classification logits are published for
 ADE_URL = "https://huggingface.co/datasets/hf-internal-testing/fixtures_ade20k/resolve/main/ADE_val_00000001.jpg"
 
 # The papers behind each series, cited beside BEiT's.
@@ -248,7 +248,7 @@ def _source(folder: Folder) -> str:
 def usage_snippet(family: Family, repo_id: str, hf_class: str | None = None) -> str:
     """Python that runs as written against the published repo (it downloads one example image)."""
     image_url, use = USAGE[family]
-    cls = hf_class or FLAVORS["beit"].classes[family]
+    cls = hf_class or FLAVORS[BEIT].classes[family]
     return (
         "import torch\n"
         f"from transformers import AutoImageProcessor, {cls}\n"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import pickle
 import re
@@ -24,7 +23,7 @@ from typing import Any
 
 from beit_tools.core import torchzip
 from beit_tools.core.dtypes import BY_CODE, DType, from_torch
-from beit_tools.core.formats import HEAD_BYTES, checkpoint_format
+from beit_tools.core.formats import HEAD_BYTES, checkpoint_format, safetensors_header
 from beit_tools.errors import BeitToolsError
 
 # Containers tried in order when the weights are not the top-level dict itself.
@@ -121,8 +120,7 @@ class Checkpoint:
             return _pread(self.path, loc.offset, loc.nbytes)
         if key in self.strided:
             return self.array(key).tobytes()
-        tensor = self._tensors[key].contiguous()
-        return tensor.reshape(-1).view(torch_uint8()).numpy().tobytes()
+        return tensor_bytes(self._tensors[key]).tobytes()
 
     def sample_bytes(self, key: str, elements: int) -> bytes:
         """The first and last `elements` elements of a tensor (all of it when that is not much less)."""
@@ -147,8 +145,7 @@ class Checkpoint:
             return np.ascontiguousarray(picked)
         if key in self.locations:
             return np.frombuffer(self.read_bytes(key), dtype=info.dtype.numpy).reshape(info.shape)
-        tensor = self._tensors[key].contiguous()
-        return tensor.reshape(-1).view(torch_uint8()).numpy().view(info.dtype.numpy).reshape(info.shape)
+        return tensor_bytes(self._tensors[key]).view(info.dtype.numpy).reshape(info.shape)
 
     def tensor(self, key: str) -> Any:
         """The tensor as a torch tensor of its own memory (read now; torch is imported here)."""
@@ -168,10 +165,11 @@ class Checkpoint:
             yield key, flat.reshape(info.shape)
 
 
-def torch_uint8() -> Any:
+def tensor_bytes(tensor: Any) -> Any:
+    """A torch tensor's data, row-major, as a flat uint8 numpy array (no copy when already contiguous)."""
     import torch
 
-    return torch.uint8
+    return tensor.contiguous().reshape(-1).view(torch.uint8).numpy()
 
 
 def _pread(path: Path, offset: int, nbytes: int) -> bytes:
@@ -304,12 +302,10 @@ def _first_line(e: BaseException) -> str:
 def _open_safetensors(path: Path, size: int) -> Checkpoint:
     """The header alone: names, dtypes, shapes and byte ranges (tensors start after the header)."""
     damaged = BeitToolsError(f"{path} is a damaged safetensors file", "fetch it again")
-    with path.open("rb") as f:
-        length = int.from_bytes(f.read(8), "little")
-        try:
-            header = json.loads(f.read(length))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise BeitToolsError(f"{path} is a damaged safetensors file: bad header ({e})", "fetch it again") from e
+    try:
+        length, header = safetensors_header(path)
+    except ValueError as e:
+        raise BeitToolsError(f"{path} is a damaged safetensors file: bad header ({e})", "fetch it again") from e
     if not isinstance(header, dict):
         raise damaged
     infos: dict[str, TensorInfo] = {}

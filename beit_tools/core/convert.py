@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from beit_tools.core.analysis import Analysis, analyse, source_warnings, stated
-from beit_tools.core.checkpoint import Checkpoint
+from beit_tools.core.checkpoint import Checkpoint, tensor_bytes
 from beit_tools.core.dtypes import BY_NAME, FLOAT32, DType
 from beit_tools.core.features import FAITHFUL
 from beit_tools.core.labels import Labels, resolve_labels
@@ -22,7 +22,7 @@ from beit_tools.core.ops import Cast
 from beit_tools.core.plan import Plan, TargetTensor
 from beit_tools.core.processor import preprocessor_config
 from beit_tools.core.provenance import PROVENANCE_NAME, provenance
-from beit_tools.core.scan import SourceScan, all_finite, regions_of
+from beit_tools.core.scan import SourceScan, nonfinite_unlocated, regions_of
 from beit_tools.core.schema import FactsJob, check_schema
 from beit_tools.core.sources import Source, require_variant
 from beit_tools.core.writer import (
@@ -100,17 +100,18 @@ def source_dtype(ckpt: Checkpoint) -> DType:
 
 @dataclass
 class Payloads:
-    """How each output tensor is made: copied from the source file, or computed (noting NaN/Inf seen)."""
+    """How each output tensor is made: copied from the source file, or computed."""
 
     ckpt: Checkpoint
     plan: Plan
-    nonfinite: list[str] = field(default_factory=list)
     copied: int = 0
     _pending: dict[str, list[Any]] = field(default_factory=dict)  # source key -> [tensor, parts still to write]
 
+    def __post_init__(self) -> None:
+        self._added = set(self.plan.added)
+
     def __call__(self, target: TargetTensor) -> Payload:
-        added = self.plan.added
-        if target.source in added:
+        if target.source in self._added:
             return Payload(compute=lambda: bytes(target.nbytes))
         location = self.ckpt.location(target.source)
         span = location and target.byte_range(location.offset, self.ckpt.infos[target.source].dtype)
@@ -122,26 +123,11 @@ class Payloads:
     def _compute(self, target: TargetTensor) -> Any:
         entry = self._pending.get(target.source)
         if entry is None:
-            tensor = self.ckpt.tensor(target.source)
-            if self.ckpt.location(target.source) is None and not _finite_tensor(tensor):
-                self.nonfinite.append(self.ckpt.source_keys[target.source])  # the scan sees only located tensors
-            entry = self._pending[target.source] = [tensor, target.parts]
+            entry = self._pending[target.source] = [self.ckpt.tensor(target.source), target.parts]
         entry[1] -= 1
         if entry[1] == 0:
             del self._pending[target.source]
-        return target.produce(entry[0]).reshape(-1).view(_uint8()).numpy()
-
-
-def _uint8() -> Any:
-    import torch
-
-    return torch.uint8
-
-
-def _finite_tensor(tensor: Any) -> bool:
-    import torch
-
-    return not tensor.is_floating_point() or bool(torch.isfinite(tensor).all())
+        return tensor_bytes(target.produce(entry[0]))
 
 
 def convert(
@@ -179,7 +165,7 @@ def convert(
     scan = SourceScan(ckpt.path, regions_of(ckpt)).start()
     facts = FactsJob(plan.target_arch, labels.id2label if labels else None, dtype, options.cache or cache_root())
     payloads = Payloads(ckpt, plan)
-    strided_bad = [k for k in ckpt.strided if not all_finite(ckpt.array(k).tobytes(), ckpt.infos[k].dtype)]
+    unscanned_bad = nonfinite_unlocated(ckpt)
     total = sum(t.nbytes for t in targets)
     warnings = source_warnings(ckpt)
     with atomic_directory(options.output, options.overwrite, keep=(ckpt.path,)) as tmp:
@@ -190,7 +176,7 @@ def convert(
         (tmp / "config.json").write_text(known.config_json, encoding="utf-8")
         write_json(tmp / "preprocessor_config.json", preprocessor_config(arch))
         digest, nonfinite = scan.result()
-        bad = [ckpt.source_keys[k] for k in (*nonfinite, *strided_bad)] + payloads.nonfinite
+        bad = [ckpt.source_keys[k] for k in (*nonfinite, *unscanned_bad)]
         if bad:
             warnings.append(f"{len(bad)} tensor(s) hold NaN or Inf: {', '.join(bad[:4])}")
         write_json(

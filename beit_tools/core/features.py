@@ -93,6 +93,22 @@ def target_arch(arch: Arch, layout: FeatureLayout | None) -> Arch:
 
 # --- measuring the installed transformers -------------------------------------------------------
 
+FPN_LEVELS = ("fpn1", "fpn2", "fpn3", "fpn4")  # the FPN as separate modules (data2vec-vision, transformers 4.x)
+
+
+def run_fpn(model: Any, maps: Any) -> tuple[Any, ...]:
+    """The model's FPN on four feature maps, whichever way the model holds it."""
+    if hasattr(model, "fpn"):
+        return model.fpn(tuple(maps))
+    return tuple(getattr(model, name)(m) for name, m in zip(FPN_LEVELS, maps, strict=True))
+
+
+def capture_fpn_inputs(model: Any, captured: list[Any]) -> list[Any]:
+    """Hooks that record the feature maps the model's forward feeds its FPN; returns them for removal."""
+    if hasattr(model, "fpn"):
+        return [model.fpn.register_forward_pre_hook(lambda module, args: captured.extend(args[0]))]
+    return [getattr(model, n).register_forward_pre_hook(lambda m, args: captured.append(args[0])) for n in FPN_LEVELS]
+
 
 def probe_offset(model_class: Any = None, flavor: str = BEIT) -> int:
     """Run a tiny random segmentation model of `flavor` and see which hidden states reach its FPN."""
@@ -116,12 +132,7 @@ def probe_offset(model_class: Any = None, flavor: str = BEIT) -> int:
     torch.manual_seed(0)
     model = cls(config).eval()
     captured: list[torch.Tensor] = []
-    fpn = getattr(model, "fpn", None)
-    if fpn is not None:
-        fpn.register_forward_pre_hook(lambda module, args: captured.extend(args[0]))
-    else:  # transformers 4.x: one module per level
-        for name in ("fpn1", "fpn2", "fpn3", "fpn4"):
-            getattr(model, name).register_forward_pre_hook(lambda module, args: captured.append(args[0]))
+    capture_fpn_inputs(model, captured)
     with torch.no_grad():
         states = model(pixel_values=torch.randn(1, 3, 32, 32), output_hidden_states=True).hidden_states
     maps = [s[:, 1:].transpose(1, 2).reshape(1, 16, 2, 2) for s in states]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import zipfile
 from pathlib import Path
+from typing import Any
 
 ZIP_MAGIC = b"PK\x03\x04"
 # A legacy (pre-1.6) torch file starts with a pickled magic number: protocol 2, then a long int.
@@ -37,14 +38,27 @@ def _head(path: Path) -> bytes:
         return f.read(HEAD_BYTES)
 
 
+def safetensors_header(path: Path) -> tuple[int, Any]:
+    """(header length, parsed header) of a safetensors file; ValueError when the header is not JSON."""
+    with path.open("rb") as f:
+        length = int.from_bytes(f.read(8), "little")
+        return length, json.loads(f.read(length))
+
+
+def _body_problem(path: Path, what: str) -> tuple[bytes, str | None]:
+    """The leading bytes, and what is wrong with any download body: empty, or an HTML page instead of `what`."""
+    if path.stat().st_size == 0:
+        return b"", "the body is empty"
+    head = _head(path)
+    return head, f"the server sent an HTML page, not {what}" if looks_like_html(head) else None
+
+
 def checkpoint_problem(path: Path) -> str | None:
     """Why `path` is not a whole checkpoint file, or None when it is one."""
+    head, problem = _body_problem(path, "a checkpoint")
+    if problem:
+        return problem
     size = path.stat().st_size
-    if size == 0:
-        return "the body is empty"
-    head = _head(path)
-    if looks_like_html(head):
-        return "the server sent an HTML page, not a checkpoint"
     fmt = checkpoint_format(head, size)
     if fmt is None:
         return f"not a PyTorch or safetensors checkpoint (leading bytes {head[:8].hex()})"
@@ -60,12 +74,10 @@ def checkpoint_problem(path: Path) -> str | None:
 
 
 def _safetensors_problem(path: Path, size: int) -> str | None:
-    with path.open("rb") as f:
-        length = int.from_bytes(f.read(8), "little")
-        try:
-            header = json.loads(f.read(length))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return "the safetensors header is damaged"
+    try:
+        length, header = safetensors_header(path)
+    except ValueError:
+        return "the safetensors header is damaged"
     ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)]
     expected = 8 + length + max(ends, default=0)
     if size < expected:
@@ -75,12 +87,9 @@ def _safetensors_problem(path: Path, size: int) -> str | None:
 
 def image_problem(path: Path) -> str | None:
     """Why `path` is not an image file, or None."""
-    size = path.stat().st_size
-    if size == 0:
-        return "the body is empty"
-    head = _head(path)
-    if looks_like_html(head):
-        return "the server sent an HTML page, not an image"
+    head, problem = _body_problem(path, "an image")
+    if problem:
+        return problem
     if not head.startswith(IMAGE_MAGIC):
         return f"not a PNG, JPEG, GIF or BMP image (leading bytes {head[:8].hex()})"
     return None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -118,7 +118,7 @@ def download(address: HubFile, filename: str, *, offline: bool, callbacks: Callb
     }
     if callbacks is not None and "tqdm_class" in inspect.signature(hf_hub_download).parameters:
         kwargs["tqdm_class"] = type("Bar", (_ProgressBar,), {"callbacks": callbacks})
-    what = f"hf://{address.repo_id}" + (f"@{address.revision}" if address.revision else "") + f"/{filename}"
+    what = replace(address, filename=filename).address
     try:
         path = Path(hf_hub_download(address.repo_id, filename, **kwargs))
     except Exception as e:

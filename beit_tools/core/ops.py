@@ -111,10 +111,6 @@ class Cast:
     def apply(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor.to(self.dtype.torch) if tensor.is_floating_point() else tensor
 
-    def invert(self, written: torch.Tensor, source: DType) -> torch.Tensor:
-        """Back to the source's dtype: exact when the cast widened or kept the dtype."""
-        return written.to(source.torch)
-
     def lossless(self, source: DType) -> bool:
         target = self.target_dtype(source)
         return target == source or (source.is_floating_point and target.itemsize > source.itemsize)

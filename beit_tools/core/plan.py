@@ -10,16 +10,17 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from math import prod
 from typing import TYPE_CHECKING, Any
 
-from beit_tools.core.arch import FLAVORS, Arch, relative_position_index
+from beit_tools.core.arch import FLAVORS, Arch, Flavor, relative_position_index
 from beit_tools.core.checkpoint import TensorInfo
 from beit_tools.core.detect import Detection
 from beit_tools.core.dtypes import FLOAT32, DType, dtype_name
 from beit_tools.core.features import FeatureLayout, target_arch
 from beit_tools.core.layout import ExpectedTensor, expected_layout
 from beit_tools.core.ops import Cast, Op
-from beit_tools.core.rules import addition_for, match, rules_for
+from beit_tools.core.rules import Rule, addition_for, match, rules_for
 from beit_tools.errors import BeitToolsError
 
 UNUSED, ADDED = "unused", "added"
@@ -81,10 +82,7 @@ class TargetTensor:
 
     @property
     def nbytes(self) -> int:
-        n = self.dtype.itemsize
-        for s in self.shape:
-            n *= s
-        return n
+        return prod(self.shape) * self.dtype.itemsize
 
     def produce(self, tensor: torch.Tensor) -> torch.Tensor:
         return self.op.produce(tensor, self.parts)[self.part].to(self.dtype.torch).contiguous()
@@ -263,7 +261,7 @@ def make_plan(
             )
         mappings.append(KeyMapping(stored, key, rule.name, rule.op, targets, rule.reason, info.shape, info.dtype))
     reading = f"hidden_states[j{features.offset:+d}]" if features else ""
-    mappings += _additions(arch, target, infos, layout, rules, reading)
+    mappings += _additions(arch, target, infos, layout, rules, flavor, reading)
     missing = [t for k, t in layout.items() if k not in infos and not t.optional]
     wrong = [
         ShapeMismatch(source_keys.get(k, k), t.shape, infos[k].shape)
@@ -279,7 +277,8 @@ def _additions(
     target: Arch,
     infos: Mapping[str, TensorInfo],
     layout: dict[str, ExpectedTensor],
-    rules: Any,
+    rules: tuple[Rule, ...],
+    flavor: Flavor,
     reading: str,
 ) -> list[KeyMapping]:
     """Zeros for what the target architecture needs beyond the file's (see rules.ADDITIONS)."""
@@ -293,7 +292,7 @@ def _additions(
         if explained is None or found is None:
             raise BeitToolsError(f"internal: the output needs {key}, which nothing provides")
         (addition, reason), (rule, targets) = explained, found
-        targets = tuple(FLAVORS[arch.flavor].rename(t) for t in targets)
+        targets = tuple(flavor.rename(t) for t in targets)
         name = f"{key} (added)"
         out.append(KeyMapping(name, key, addition.name, rule.op, targets, rule.reason, expected.shape, dtype, reason))
     return out

@@ -50,6 +50,12 @@ def regions_of(checkpoint: Any) -> list[Region]:
     return [Region(k, loc.offset, loc.nbytes, checkpoint.infos[k].dtype) for k, loc in checkpoint.locations.items()]
 
 
+def nonfinite_unlocated(checkpoint: Any) -> list[str]:
+    """The tensors a scan of the file cannot see (strided views, torch-loaded files) that hold NaN or Inf."""
+    unlocated = [k for k in checkpoint.infos if k not in checkpoint.locations]
+    return [k for k in unlocated if not all_finite(checkpoint.array(k), checkpoint.infos[k].dtype)]
+
+
 @dataclass
 class SourceScan:
     """Start with `start()`; `result()` waits and returns (sha256, keys whose data is not finite)."""

@@ -23,6 +23,7 @@ from math import prod
 from typing import Any
 
 from beit_tools.core.dtypes import BY_STORAGE, DType
+from beit_tools.core.formats import ZIP_MAGIC
 
 LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")  # a zip local file header, before its name and extra field
 
@@ -142,7 +143,7 @@ def read(path: Any) -> ZipContents:
                     continue
                 f.seek(info.header_offset)
                 header = LOCAL_HEADER.unpack(f.read(LOCAL_HEADER.size))
-                if header[0] != b"PK\x03\x04":
+                if header[0] != ZIP_MAGIC:
                     raise Unsupported(f"bad local header for {info.filename}")
                 start = info.header_offset + LOCAL_HEADER.size + header[9] + header[10]
                 offsets[info.filename[len(prefix) + 5 :]] = (start, info.file_size)

@@ -18,9 +18,9 @@ from typing import Any
 
 import torch
 
-from beit_tools.core.arch import BEIT, DATA2VEC, FAMILY_OF_CLASS, LAYER_NORM_EPS, Arch, Family
+from beit_tools.core.arch import BEIT, FAMILY_OF_CLASS, FLAVORS, LAYER_NORM_EPS, Arch, Family
 from beit_tools.core.dtypes import FLOAT32, HALF, dtype_name
-from beit_tools.core.features import TRANSFORMERS, FeatureLayout
+from beit_tools.core.features import TRANSFORMERS, FeatureLayout, capture_fpn_inputs, run_fpn
 from beit_tools.core.provenance import PROVENANCE_NAME
 from beit_tools.core.variants import ATOL as VARIANT_ATOL
 from beit_tools.core.variants import Variant, variant_by_name
@@ -443,23 +443,6 @@ def segmentation_logits(model: Any, hidden_states: Any, states: list[int]) -> to
         return model.decode_head(run_fpn(model, maps))
 
 
-FPN_LEVELS = ("fpn1", "fpn2", "fpn3", "fpn4")  # the FPN as separate modules (data2vec-vision, transformers 4.x)
-
-
-def run_fpn(model: Any, maps: Any) -> tuple[torch.Tensor, ...]:
-    """The model's FPN on four feature maps, whichever way the model holds it."""
-    if hasattr(model, "fpn"):
-        return model.fpn(tuple(maps))
-    return tuple(getattr(model, name)(m) for name, m in zip(FPN_LEVELS, maps, strict=True))
-
-
-def capture_fpn_inputs(model: Any, captured: list[torch.Tensor]) -> list[Any]:
-    """Hooks that record the feature maps the model's forward feeds its FPN; returns them for removal."""
-    if hasattr(model, "fpn"):
-        return [model.fpn.register_forward_pre_hook(lambda module, args: captured.extend(args[0]))]
-    return [getattr(model, n).register_forward_pre_hook(lambda m, args: captured.append(args[0])) for n in FPN_LEVELS]
-
-
 # --- parity and round trip -----------------------------------------------------------------------
 
 
@@ -620,7 +603,7 @@ def folder_layout(config: Any, provenance: dict[str, Any] | None) -> FeatureLayo
     original = tuple(record.get("original") or out_indices)
     kind = record.get("kind", TRANSFORMERS)
     added = int(record.get("added_layers", 0))
-    flavor = DATA2VEC if config.model_type == "data2vec-vision" else BEIT
+    flavor = config.model_type if config.model_type in FLAVORS else BEIT  # a flavor is named by its model type
     return FeatureLayout(kind, original, out_indices, added, reading_offset(flavor), config.num_hidden_layers)
 
 
